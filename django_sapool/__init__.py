@@ -1,0 +1,16 @@
+"""Pooled PostgreSQL and MySQL backends for Django, on SQLAlchemy's QueuePool."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import PoolConfig
+from .errors import PoolTimeout, SAPoolError
+from .registry import dispose
+
+try:
+    __version__ = version("django-sapool")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["PoolConfig", "PoolTimeout", "SAPoolError", "__version__", "dispose"]

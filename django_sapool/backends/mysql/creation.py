@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.db.backends.mysql import creation
+
+from django_sapool.creation import PoolDisposingCreationMixin
+
+
+class DatabaseCreation(PoolDisposingCreationMixin, creation.DatabaseCreation):
+    pass

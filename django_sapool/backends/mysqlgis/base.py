@@ -1,0 +1,14 @@
+"""Pooled MySQL GIS backend: Django's GeoDjango MySQL backend on the pool."""
+
+from __future__ import annotations
+
+from django.contrib.gis.db.backends.mysql import base
+
+from django_sapool.backends.mysql.base import DatabaseWrapper as Pooled
+from django_sapool.wrapper import PooledDatabaseWrapperMixin
+
+
+class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
+    sapool_dialect_url = Pooled.sapool_dialect_url
+    sapool_session_class = Pooled.sapool_session_class
+    creation_class = Pooled.creation_class

@@ -1,0 +1,24 @@
+"""Pooled PostgreSQL backend: Django's own backend, psycopg 3 or psycopg2.
+
+Django picks the driver (psycopg 3 when installed); the pool uses the matching
+SQLAlchemy dialect for its ping and disconnect detection.
+"""
+
+from __future__ import annotations
+
+from django.db.backends.postgresql import base
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+from django_sapool.reset import Psycopg2Session, Psycopg3Session
+from django_sapool.wrapper import PooledDatabaseWrapperMixin
+
+from .creation import DatabaseCreation
+
+
+class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
+    sapool_dialect_url = (
+        "postgresql+psycopg://" if is_psycopg3 else "postgresql+psycopg2://"
+    )
+    sapool_session_class = Psycopg3Session if is_psycopg3 else Psycopg2Session
+    sapool_carried_attrs = ("isolation_level",)
+    creation_class = DatabaseCreation

@@ -1,0 +1,124 @@
+"""Read ``DATABASES[alias]["OPTIONS"]["sapool"]`` into a validated PoolConfig.
+
+Every configuration rule and every message lives here, so a mistake is reported
+the same way wherever it is found: as ``ImproperlyConfigured`` naming the alias,
+the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from django.core.exceptions import ImproperlyConfigured
+
+#: Our key in OPTIONS. Never "pool": Django 5.1+ owns that name.
+OPTIONS_KEY = "sapool"
+
+ResetMode = Literal["rollback", "commit", "discard"] | None
+RESET_MODES: tuple[ResetMode, ...] = ("rollback", "commit", "discard", None)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """Pool options of one alias; names and defaults follow SQLAlchemy's QueuePool."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    timeout: float = 30.0
+    recycle: float = -1
+    pre_ping: bool = False
+    reset_on_return: ResetMode = "rollback"
+    use_lifo: bool = False
+
+    @classmethod
+    def from_settings(cls, alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig:
+        """Validate one alias's settings; raise ImproperlyConfigured on any mistake."""
+        where = f"DATABASES[{alias!r}]"
+        options = settings_dict.get("OPTIONS") or {}
+        check_not_django_pool(alias, options)
+        max_age = settings_dict.get("CONN_MAX_AGE", 0)
+        if max_age != 0:
+            raise ImproperlyConfigured(
+                f"{where}['CONN_MAX_AGE'] must be 0 with a django_sapool ENGINE, "
+                f"not {max_age!r}: the pool keeps connections open and Django "
+                "gives them back at the end of each request."
+            )
+        given = options.get(OPTIONS_KEY, {})
+        if not isinstance(given, Mapping):
+            raise ImproperlyConfigured(
+                f"{where}['OPTIONS'][{OPTIONS_KEY!r}] must be a dict of pool "
+                f"options, not {given!r}."
+            )
+        values: dict[str, Any] = {
+            "pre_ping": bool(settings_dict.get("CONN_HEALTH_CHECKS", False))
+        }
+        for key, value in given.items():
+            rule = _RULES.get(key)
+            if rule is None:
+                raise ImproperlyConfigured(_unknown_key_message(where, key))
+            check, allowed = rule
+            if not check(value):
+                raise ImproperlyConfigured(
+                    f"{where}['OPTIONS'][{OPTIONS_KEY!r}][{key!r}] must be "
+                    f"{allowed}, not {value!r}."
+                )
+            values[key] = value
+        return cls(**values)
+
+
+def check_not_django_pool(alias: str, options: Mapping[str, Any]) -> None:
+    """Refuse Django's own pool: two pools would fight over each connection.
+
+    A false OPTIONS["pool"] only says "not Django's pool", as Django reads it.
+    """
+    if options.get("pool"):
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}]['OPTIONS']['pool'] is Django's own connection "
+            "pool and cannot be combined with a django_sapool ENGINE; remove it "
+            f"and configure the pool in OPTIONS[{OPTIONS_KEY!r}] instead."
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "pool_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_overflow": (
+        lambda v: _is_int(v) and v >= -1,
+        "an integer >= 0, or -1 for no limit",
+    ),
+    "timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
+    "recycle": (
+        lambda v: _is_number(v) and (v > 0 or v == -1),
+        "a number of seconds > 0, or -1 to never recycle",
+    ),
+    "pre_ping": (lambda v: isinstance(v, bool), "True or False"),
+    "reset_on_return": (
+        lambda v: v in RESET_MODES,
+        "one of " + ", ".join(repr(mode) for mode in RESET_MODES),
+    ),
+    "use_lifo": (lambda v: isinstance(v, bool), "True or False"),
+}
+assert set(_RULES) == {field.name for field in fields(PoolConfig)}
+
+
+def _unknown_key_message(where: str, key: object) -> str:
+    valid = sorted(_RULES)
+    hint = ""
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, valid, n=1)
+        if close:
+            hint = f" Did you mean {close[0]!r}?"
+    return (
+        f"{where}['OPTIONS'][{OPTIONS_KEY!r}] has an unknown key {key!r}.{hint} "
+        f"Valid keys: {', '.join(valid)}."
+    )

@@ -1,0 +1,256 @@
+"""The DatabaseWrapper mixin: Django's connect and close, served by a pool.
+
+Django keeps calling ``connect()`` and ``close()`` as it always does; only the
+two ends change. ``get_new_connection()`` checks a connection out of this
+process's pool and gives Django the raw driver connection (never SQLAlchemy's
+proxy, whose attribute writes and ``.info`` do not reach the driver), keeping
+the proxy aside. ``_close()`` gives it back, or discards it when it is broken.
+Django's per-connection setup runs once per physical connection, not per
+checkout, so a pooled request costs no extra round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.core.signals import setting_changed
+from django.db import connections
+from django.db.backends.base.base import NO_DB_ALIAS
+
+from . import registry
+from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
+from .errors import pool_timeout_class
+from .pool import INITIALISED, DatabasePool, describe
+from .reset import Session
+
+logger = logging.getLogger("django_sapool")
+
+
+class PooledDatabaseWrapperMixin:
+    """Mix in before a Django backend's DatabaseWrapper to pool its connections."""
+
+    #: SQLAlchemy URL naming the dialect: its ping and disconnect detection.
+    sapool_dialect_url: ClassVar[str]
+    #: Builds the vendor's checkin behaviour from a pool's connect parameters.
+    sapool_session_class: ClassVar[type[Session]]
+    #: Wrapper attributes Django's get_new_connection() sets; every borrower
+    #: of a connection gets the values of the wrapper that opened it.
+    sapool_carried_attrs: ClassVar[tuple[str, ...]] = ()
+
+    # Provided by Django's DatabaseWrapper.
+    alias: str
+    settings_dict: dict[str, Any]
+    connection: Any
+    Database: Any
+    in_atomic_block: bool
+    closed_in_transaction: bool
+    needs_rollback: bool
+    errors_occurred: bool
+    timezone_name: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sapool_fairy: Any = None
+        self._sapool_pool: DatabasePool | None = None
+        # The pool chosen last, and for which inputs (the checkout fast path).
+        self._sapool_choice: _PoolChoice | None = None
+        # The pool whose carried attributes this wrapper has.
+        self._sapool_carried_from: DatabasePool | None = None
+        # The checked-out connection was set up already: skip the
+        # init_connection_state() call connect() makes next, once.
+        self._sapool_skip_init = False
+
+    # Connect ---------------------------------------------------------------
+
+    def get_connection_params(self) -> dict[str, Any]:
+        if "pool" in self.settings_dict["OPTIONS"]:
+            # Before Django's own code, which has its own opinion on it.
+            check_not_django_pool(self.alias, self.settings_dict["OPTIONS"])
+        params: dict[str, Any] = super().get_connection_params()  # type: ignore[misc]
+        params.pop(OPTIONS_KEY, None)
+        params.pop("pool", None)  # False; Django removes it itself only on PG 5.1+
+        return params
+
+    # Not @async_unsafe: only connect() calls it, and connect() is.
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        if self.alias == NO_DB_ALIAS:
+            # Django's short-lived maintenance connection (CREATE/DROP DATABASE).
+            return self.sapool_open_connection(conn_params)
+        pool = self._sapool_pool_for(conn_params)
+        fairy = pool.checkout(self, conn_params)
+        if self._sapool_carried_from is not pool:
+            for name, value in pool.carried.items():
+                setattr(self, name, value)
+            self._sapool_carried_from = pool
+        self._sapool_fairy, self._sapool_pool = fairy, pool
+        self._sapool_skip_init = fairy.info[INITIALISED]
+        return fairy.dbapi_connection
+
+    def sapool_open_connection(self, conn_params: dict[str, Any]) -> Any:
+        """Open a physical connection with Django's own code (the pool's creator)."""
+        return super().get_new_connection(conn_params)  # type: ignore[misc]
+
+    def init_connection_state(self) -> None:
+        if self._sapool_skip_init:
+            # connect() after a checkout: the physical connection was set up
+            # when opened (or after the last "discard" reset). A direct call
+            # still runs Django's setup, as it would without a pool.
+            self._sapool_skip_init = False
+            return
+        super().init_connection_state()  # type: ignore[misc]
+        if self._sapool_fairy is not None:
+            self._sapool_fairy.info[INITIALISED] = True
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        # Every query passes here. A fork made without Python's fork hooks
+        # (uWSGI forks from C) shows only by process id: drop the parent's
+        # connection, untouched, and open one of our own.
+        pool = self._sapool_pool
+        if pool is not None and pool.pid != os.getpid():
+            self._sapool_forget_inherited()
+            self.ensure_connection()  # type: ignore[attr-defined]
+        return super().create_cursor(name)  # type: ignore[misc]
+
+    # Close -----------------------------------------------------------------
+
+    def _close(self) -> None:
+        fairy, pool = self._sapool_fairy, self._sapool_pool
+        if fairy is None or pool is None:
+            return super()._close()  # type: ignore[misc,no-any-return]
+        if pool.pid != os.getpid():
+            self._sapool_forget_inherited()
+            return None
+        # Only an error can have broken the connection without the reset
+        # noticing (the reset itself fails on a dead one and discards it).
+        discard = self.errors_occurred and self._sapool_unusable()
+        self._sapool_fairy = self._sapool_pool = None
+        self._sapool_skip_init = False
+        # The connection belongs to the pool again: leave Django a closed
+        # stand-in, as a stock _close() leaves a closed connection (close()
+        # drops it, except inside atomic(), where queries must fail until the
+        # block ends). release() logs a failed reset: no error reaches Django.
+        self.connection = ReturnedConnection(self.Database)
+        pool.release(fairy, discard=discard)
+        return None
+
+    def _sapool_unusable(self) -> bool:
+        """After an error: is the connection beyond reuse?"""
+        pool = self._sapool_pool
+        assert pool is not None
+        # Django clears errors_occurred once is_usable() said the connection
+        # is fine, so this ping only runs if Django has not asked already.
+        return pool.session.is_broken(self.connection) or not self.is_usable()  # type: ignore[attr-defined]
+
+    def close_pool(self) -> None:
+        """Dispose this alias's pools in this process.
+
+        Django calls this from its test-database code and ``ensure_timezone()``;
+        the connection this wrapper holds is closed when it is given back.
+        """
+        registry.dispose(self.alias)
+
+    # Pools and fork ----------------------------------------------------------
+
+    def _sapool_pool_for(self, conn_params: dict[str, Any]) -> DatabasePool:
+        settings_dict = self.settings_dict
+        options = settings_dict["OPTIONS"]
+        choice = self._sapool_choice
+        if (
+            choice is not None
+            and not choice.pool.retired
+            and choice.pool.pid == os.getpid()
+            and conn_params == choice.conn_params
+            and options == choice.options
+            and settings_dict.get("CONN_MAX_AGE", 0) == choice.max_age
+            and settings_dict.get("CONN_HEALTH_CHECKS", False) == choice.health_checks
+        ):
+            # Settings Django reads beyond these (TIME_ZONE, USE_TZ) dispose
+            # every pool when they change, which retires choice.pool.
+            return choice.pool
+        max_age = settings_dict.get("CONN_MAX_AGE", 0)
+        health_checks = settings_dict.get("CONN_HEALTH_CHECKS", False)
+        # Everything that decides how a connection is opened and set up: the
+        # connect parameters, the OPTIONS Django pops before connecting
+        # (assume_role, isolation_level, ours), the time zone it applies.
+        fingerprint = registry.fingerprint(
+            conn_params, options, self.timezone_name, max_age, health_checks
+        )
+        pool = registry.get_or_create(
+            self.alias, fingerprint, lambda: self._sapool_create_pool(conn_params)
+        )
+        # OPTIONS may be changed in place later (tests do); keep a copy.
+        self._sapool_choice = _PoolChoice(
+            conn_params, _copy_options(options), max_age, health_checks, pool
+        )
+        return pool
+
+    def _sapool_create_pool(self, conn_params: dict[str, Any]) -> DatabasePool:
+        return DatabasePool(
+            alias=self.alias,
+            config=PoolConfig.from_settings(self.alias, self.settings_dict),
+            dialect_url=self.sapool_dialect_url,
+            session=self.sapool_session_class(conn_params),
+            timeout_error=pool_timeout_class(self.Database),
+            description=describe(conn_params),
+        )
+
+    def _sapool_forget_inherited(self) -> None:
+        """Drop a connection inherited across fork() without touching its socket."""
+        registry.keep_inherited(self.connection, self._sapool_fairy)
+        self._sapool_fairy = self._sapool_pool = None
+        self._sapool_skip_init = False
+        if self.in_atomic_block:
+            # The parent's transaction cannot continue here: as after close().
+            self.connection = ReturnedConnection(self.Database)
+            self.closed_in_transaction = self.needs_rollback = True
+        else:
+            self.connection = None
+
+
+class ReturnedConnection:
+    """Stands in for a connection given back to the pool: it acts closed."""
+
+    def __init__(self, database: Any) -> None:
+        self._error = database.InterfaceError
+
+    def close(self) -> None:
+        """Closing a closed connection does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._error("connection already returned to the pool")
+
+
+@dataclass(slots=True)
+class _PoolChoice:
+    """The pool a wrapper used last and the inputs it was chosen for."""
+
+    conn_params: dict[str, Any]
+    options: dict[str, Any]
+    max_age: Any
+    health_checks: Any
+    pool: DatabasePool
+
+
+def _copy_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in options.items()}
+
+
+def _forget_inherited_connections() -> None:
+    """After fork, drop what this thread's wrappers hold from the parent."""
+    for wrapper in connections.all(initialized_only=True):
+        if isinstance(wrapper, PooledDatabaseWrapperMixin) and wrapper._sapool_fairy:
+            wrapper._sapool_forget_inherited()
+
+
+def _dispose_on_time_zone_change(*, setting: str, **kwargs: Any) -> None:
+    # Pooled connections were set up for the old time zone. Django 5.1+ does
+    # this through ensure_timezone() -> close_pool(); 4.2 does not.
+    if setting in {"TIME_ZONE", "USE_TZ"}:
+        registry.dispose()
+
+
+registry.on_fork_in_child(_forget_inherited_connections)
+setting_changed.connect(_dispose_on_time_zone_change)

@@ -1,0 +1,159 @@
+"""Watch the database server directly, not through the pool under test.
+
+The observer is a plain, unpooled connection made by Django's stock backend.
+Tests assert on what it reports: server session ids, who is alive, who sits
+idle in a transaction, what each session ran last, server counters.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connections
+from django.db.utils import load_backend
+
+from tests import settings as test_settings
+
+VENDOR = test_settings.VENDOR
+STOCK_ENGINE = {
+    "postgresql": "django.db.backends.postgresql",
+    "mysql": "django.db.backends.mysql",
+}[VENDOR]
+_observer_ids = itertools.count()
+
+
+def backend_id_sql() -> str:
+    """SQL returning the server's id for the session that runs it."""
+    return (
+        "SELECT pg_backend_pid()"
+        if VENDOR == "postgresql"
+        else "SELECT CONNECTION_ID()"
+    )
+
+
+def backend_id(wrapper: Any) -> int:
+    """The server session id behind a Django connection (opens it if needed)."""
+    with wrapper.cursor() as cursor:
+        cursor.execute(backend_id_sql())
+        return int(cursor.fetchone()[0])
+
+
+def stock_settings(**overrides: Any) -> dict[str, Any]:
+    """The test database's settings for Django's own (unpooled) backend."""
+    settings_dict = copy.deepcopy(connections["default"].settings_dict)
+    settings_dict["ENGINE"] = STOCK_ENGINE
+    settings_dict["OPTIONS"] = {}
+    settings_dict.update(overrides)
+    return settings_dict
+
+
+class Observer:
+    """An unpooled connection that reports what the server sees."""
+
+    def __init__(self) -> None:
+        backend = load_backend(STOCK_ENGINE)
+        self.wrapper = backend.DatabaseWrapper(
+            stock_settings(), alias=f"observer{next(_observer_ids)}"
+        )
+        self.own_id = backend_id(self.wrapper)
+
+    def close(self) -> None:
+        self.wrapper.close()
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.wrapper.cursor() as cursor:
+            cursor.execute(sql, list(params))
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def value(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.rows(sql, params)[0][0]
+
+    def alive(self, ids: Iterable[int]) -> set[int]:
+        """Which of these server sessions still exist."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        if VENDOR == "postgresql":
+            sql = "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)"
+            return {row[0] for row in self.rows(sql, [ids])}
+        marks = ", ".join(["%s"] * len(ids))
+        sql = f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({marks})"
+        return {int(row[0]) for row in self.rows(sql, ids)}
+
+    def sessions_on_database(self) -> set[int]:
+        """Server sessions connected to the test database, the observer excluded."""
+        name = self.wrapper.settings_dict["NAME"]
+        if VENDOR == "postgresql":
+            sql = (
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s "
+                "AND backend_type = 'client backend'"
+            )
+        else:
+            sql = (
+                "SELECT ID FROM information_schema.PROCESSLIST "
+                "WHERE DB = %s AND ID <> %s"
+            )
+        return {int(row[0]) for row in self.rows(sql, [name, self.own_id])}
+
+    def idle_in_transaction(self, ids: Iterable[int]) -> set[int]:
+        """Which of these sessions have a transaction open while idle."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        if VENDOR == "postgresql":
+            sql = (
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) "
+                "AND state LIKE 'idle in transaction%%'"
+            )
+            return {row[0] for row in self.rows(sql, [ids])}
+        marks = ", ".join(["%s"] * len(ids))
+        sql = (
+            "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX "
+            f"WHERE trx_mysql_thread_id IN ({marks})"
+        )
+        return {int(row[0]) for row in self.rows(sql, ids)}
+
+    def kill(self, backend: int) -> None:
+        """Terminate a server session, as an administrator or a failover would."""
+        if VENDOR == "postgresql":
+            self.rows("SELECT pg_terminate_backend(%s)", [backend])
+        else:
+            self.rows(f"KILL {int(backend)}")
+        self.wait_gone([backend])
+
+    def wait_gone(self, ids: Iterable[int], timeout: float = 10.0) -> None:
+        ids = list(ids)
+        deadline = time.monotonic() + timeout
+        while self.alive(ids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self.alive(ids), f"sessions {ids} still alive"
+
+    def last_statement(self, backend: int) -> str:
+        """PostgreSQL: the last statement the session ran, as the server saw it."""
+        assert VENDOR == "postgresql"
+        return str(
+            self.value("SELECT query FROM pg_stat_activity WHERE pid = %s", [backend])
+        )
+
+    def round_trips_so_far(self) -> int:
+        """MySQL: statements plus pings the server has received from all clients.
+
+        Questions counts statements (COM_QUERY), Com_admin_commands counts
+        COM_PING and friends. Reading them is itself one statement: callers
+        compare differences and subtract their own reads.
+        """
+        assert VENDOR == "mysql"
+        rows = self.rows(
+            "SHOW GLOBAL STATUS "
+            "WHERE Variable_name IN ('Questions', 'Com_admin_commands')"
+        )
+        return sum(int(value) for _, value in rows)
+
+    def connections_so_far(self) -> int:
+        """MySQL: connection attempts the server has accepted (Connections)."""
+        assert VENDOR == "mysql"
+        return int(self.rows("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1])

@@ -1,0 +1,227 @@
+"""A forked child never touches an inherited connection; the parent's keep working.
+
+Closing, pinging, rolling back or even garbage-collecting (mysqlclient sends
+COM_QUIT) an inherited connection would speak on the parent's socket. The child
+must open its own sessions, whether the fork ran Python's fork hooks
+(``os.fork``, multiprocessing, gunicorn, Celery) or not (uWSGI forking from C).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import gc
+import json
+import multiprocessing
+import os
+import select
+import signal
+import threading
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.db.utils import load_backend
+
+import django_sapool
+from tests.server import Observer, backend_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def python_fork() -> int:
+    return os.fork()
+
+
+def c_fork() -> int:
+    """fork(2) without Python's fork hooks, as uWSGI does by default."""
+    libc = ctypes.PyDLL(None)  # keeps the GIL across the call
+    return int(libc.fork())
+
+
+def in_child(
+    fork: Callable[[], int], work: Callable[[], Any], timeout: float = 30
+) -> Any:
+    """Run ``work`` in a forked child; return its JSON result or fail the test."""
+    read_end, write_end = os.pipe()
+    pid = fork()
+    if pid == 0:  # the child: report and leave without running any cleanup
+        status = 0
+        try:
+            payload = {"result": work()}
+        except BaseException:
+            payload, status = {"error": traceback.format_exc()}, 1
+        os.write(write_end, json.dumps(payload).encode())
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        if not select.select([pipe], [], [], timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"child hung for {timeout} s")
+        payload = json.loads(pipe.read() or '{"error": "child died"}')
+    os.waitpid(pid, 0)
+    if "error" in payload:
+        pytest.fail(f"child failed:\n{payload['error']}")
+    return payload["result"]
+
+
+@pytest.mark.parametrize("fork", [python_fork, c_fork], ids=["os.fork", "C fork"])
+@pytest.mark.parametrize("post_fork_dispose", [False, True])
+def test_child_opens_its_own_sessions_and_parent_keeps_its_own(
+    pool_alias: Any,
+    observer: Observer,
+    fork: Callable[[], int],
+    post_fork_dispose: bool,
+) -> None:
+    alias = pool_alias(pool_size=2, max_overflow=0)
+    idle, lent = alias.wrapper(), alias.wrapper()
+    parent_sessions = {backend_id(idle), backend_id(lent)}
+    idle.close()  # one idle in the pool, one lent across the fork
+
+    def child_work() -> list[int]:
+        if post_fork_dispose:
+            django_sapool.dispose()  # what a gunicorn post_fork hook does
+        fresh = alias.wrapper()
+        sessions = [backend_id(fresh), backend_id(lent)]  # lent: inherited wrapper
+        fresh.close()
+        lent.close()
+        gc.collect()  # collecting inherited objects must not close them
+        return sessions
+
+    child_sessions = set(in_child(fork, child_work))
+    assert len(child_sessions) == 2
+    assert not child_sessions & parent_sessions
+
+    # The parent's lent connection still works on the same server session.
+    assert backend_id(lent) in parent_sessions
+    lent.close()
+    assert {backend_id(idle), backend_id(lent)} == parent_sessions
+    assert observer.alive(parent_sessions) == parent_sessions
+    observer.wait_gone(child_sessions)  # the child's sessions ended with it
+
+
+@pytest.mark.parametrize("lend_one", [False, True], ids=["all idle", "one lent"])
+def test_connections_of_threads_that_vanish_in_the_child(lend_one: bool) -> None:
+    """Only the forking thread exists in the child; other threads' wrappers,
+    and the connections they borrowed, are freed there at once. Freeing must
+    not close them (mysqlclient) nor return them through the parent's pool."""
+    settings_dict = {
+        **connections["default"].settings_dict,
+        "OPTIONS": {"sapool": {"pool_size": 2}},
+    }
+    lent_across_fork, may_finish = threading.Event(), threading.Event()
+    sessions: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        # Like Django's `connections`, keep the wrappers in thread-local
+        # storage only: the child clears it at fork, freeing the wrappers.
+        local = threading.local()
+        try:
+            backend = load_backend(settings_dict["ENGINE"])
+            local.idle = backend.DatabaseWrapper(
+                copy.deepcopy(settings_dict), "vanishing"
+            )
+            local.held = backend.DatabaseWrapper(
+                copy.deepcopy(settings_dict), "vanishing"
+            )
+            sessions.extend([backend_id(local.idle), backend_id(local.held)])
+            local.idle.close()
+            if not lend_one:
+                local.held.close()
+            lent_across_fork.set()
+            may_finish.wait(30)
+            # After the child is gone, both sessions still serve this process.
+            after = [backend_id(local.held), backend_id(local.idle)]
+            assert set(after) == set(sessions)
+            if lend_one:
+                assert after[0] == sessions[1]
+            local.held.close()
+            local.idle.close()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            django_sapool.dispose("vanishing")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert lent_across_fork.wait(30)
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a multi-threaded process.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            in_child(python_fork, gc.collect)
+    finally:
+        may_finish.set()
+        thread.join()
+    assert errors == []
+
+
+def test_child_runs_no_pool_code_on_connections_it_inherits() -> None:
+    """A parent thread may hold the pool's lock at the moment of fork. If the
+    child returned that thread's borrowed connection to the inherited pool (as
+    SQLAlchemy does when the borrower is garbage-collected), it would wait
+    forever on a lock no thread of the child will release."""
+    settings_dict = {**connections["default"].settings_dict, "OPTIONS": {"sapool": {}}}
+    locked, may_finish = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        local = threading.local()  # freed in the child, like Django's wrappers
+        try:
+            backend = load_backend(settings_dict["ENGINE"])
+            local.wrapper = backend.DatabaseWrapper(
+                copy.deepcopy(settings_dict), "locked"
+            )
+            backend_id(local.wrapper)
+            queue_lock = local.wrapper._sapool_pool._pool._pool.mutex
+            with queue_lock:  # held across the fork
+                locked.set()
+                may_finish.wait(30)
+            local.wrapper.close()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            django_sapool.dispose("locked")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert locked.wait(30)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            in_child(python_fork, gc.collect, timeout=10)
+    finally:
+        may_finish.set()
+        thread.join()
+    assert errors == []
+
+
+def _multiprocessing_child(results: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    results.put(backend_id(connection))
+    connection.close()
+
+
+def test_multiprocessing_fork_children_use_djangos_connection_safely() -> None:
+    parent_session = backend_id(connection)  # Django's own connection, held open
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [
+        context.Process(target=_multiprocessing_child, args=(results,))
+        for _ in range(3)
+    ]
+    for child in children:
+        child.start()
+    sessions = {results.get(timeout=30) for _ in children}
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    assert parent_session not in sessions
+    assert len(sessions) == 3
+    assert backend_id(connection) == parent_session

@@ -1,0 +1,178 @@
+"""Connections are shared, bounded, and handed to Django as raw driver connections."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, cast
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import OperationalError, connection
+
+import django_sapool
+from django_sapool import registry
+from tests.server import VENDOR, Observer, backend_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_threads(count: int, target: Any) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_threads_share_a_bounded_set_of_server_sessions(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=3, max_overflow=2, timeout=30)
+    baseline = observer.sessions_on_database() | {observer.own_id}
+    seen: set[int] = set()
+    most_at_once = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal most_at_once
+        watcher = Observer()
+        try:
+            while not done.is_set():
+                most_at_once = max(
+                    most_at_once, len(watcher.sessions_on_database() - baseline)
+                )
+                time.sleep(0.005)
+        finally:
+            watcher.close()
+
+    def request_cycles() -> None:
+        wrapper = alias.wrapper()
+        for _ in range(200):
+            seen.add(backend_id(wrapper))
+            wrapper.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert run_threads(8, request_cycles) == []
+    finally:
+        done.set()
+        watcher.join()
+    assert 1 <= len(seen) <= 5, seen
+    assert most_at_once <= 5
+    # pool_size sessions stay open for reuse; overflow ones closed on return.
+    assert len(observer.alive(seen)) == 3
+
+
+def test_reuse_in_one_thread_keeps_one_server_session(pool_alias: Any) -> None:
+    wrapper = pool_alias(pool_size=2).wrapper()
+    ids = set()
+    for _ in range(50):
+        ids.add(backend_id(wrapper))
+        wrapper.close()
+    assert len(ids) == 1
+
+
+def test_exhausted_pool_raises_pool_timeout_then_recovers(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=2, max_overflow=1, timeout=0.5)
+    holders = [alias.wrapper() for _ in range(3)]
+    held = {backend_id(w) for w in holders}
+    assert len(held) == 3
+
+    waiting = alias.wrapper()
+    started = time.monotonic()
+    with pytest.raises(OperationalError) as excinfo:
+        waiting.ensure_connection()
+    waited = time.monotonic() - started
+    assert 0.45 <= waited < 10, "fails after about `timeout`, never hangs"
+    cause = excinfo.value.__cause__
+    assert isinstance(cause, django_sapool.PoolTimeout)
+    assert isinstance(cause, cast(Any, connection).Database.OperationalError)
+    message = str(excinfo.value)
+    assert f"database alias {alias.name!r}" in message
+    assert "pool_size=2, max_overflow=1, 3 checked out" in message
+    assert "timeout=0.5" in message
+
+    # connect() itself (as Django's own pool tests call it) raises PoolTimeout.
+    with pytest.raises(django_sapool.PoolTimeout):
+        waiting.connect()
+    assert observer.sessions_on_database() >= held
+
+    holders[0].close()
+    assert backend_id(waiting) in held, "a returned connection is reused"
+
+
+def test_django_gets_the_raw_driver_connection(pool_alias: Any) -> None:
+    wrapper = pool_alias().wrapper()
+    session = backend_id(wrapper)
+    raw = wrapper.connection
+    assert type(raw).__module__.split(".")[0] in {"psycopg", "psycopg2", "MySQLdb"}
+    if VENDOR == "postgresql":
+        assert raw.info.backend_pid == session
+    # Autocommit written by Django reaches the driver (a proxy would absorb it).
+    wrapper.set_autocommit(False)
+    assert driver_autocommit(raw) is False
+    wrapper.rollback()
+    wrapper.set_autocommit(True)
+    assert driver_autocommit(raw) is True
+
+
+def driver_autocommit(raw: Any) -> bool:
+    return bool(raw.autocommit if VENDOR == "postgresql" else raw.get_autocommit())
+
+
+def wsgi_get(path: str) -> Any:
+    """One request through Django's real WSGI handler, signals and all.
+
+    (The test Client keeps connections open between requests on purpose.)
+    """
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    response = WSGIHandler()(environ, lambda status, headers: None)
+    body = b"".join(response)
+    response.close()  # sends request_finished, which gives the connection back
+    return json.loads(body)
+
+
+def test_requests_through_django_reuse_pooled_sessions(observer: Observer) -> None:
+    if VENDOR == "mysql":
+        connections_before = observer.connections_so_far()
+    ids = {wsgi_get("/backend/")["backend"] for _ in range(200)}
+    pool_size = connection.settings_dict["OPTIONS"]["sapool"]["pool_size"]
+    assert 1 <= len(ids) <= pool_size
+    assert connection.connection is None, (
+        "Django gave the connection back after each request"
+    )
+    assert observer.alive(ids) == ids
+    if VENDOR == "mysql":
+        assert observer.connections_so_far() - connections_before <= pool_size
+
+
+def test_no_db_alias_is_never_pooled() -> None:
+    with connection._nodb_cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert all(pool.alias != "__no_db__" for pool in registry.pools())
+
+
+def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
+    first, second = alias.wrapper(), alias.wrapper()
+    backend_id(first)
+    with pytest.raises(OperationalError):
+        backend_id(second)  # the only connection is lent to `first`
+    first.close()
+    assert backend_id(second)

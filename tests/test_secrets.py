@@ -1,0 +1,93 @@
+"""The password never appears in pool keys, reprs, logs, errors or exhaustion messages.
+
+The tests log in as a user of their own with a password, so that the password
+really is used (and would show up if anything leaked it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import Error, OperationalError
+
+from django_sapool import registry
+from tests.server import VENDOR, Observer, backend_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+USER = "sapool_secret_user"
+PASSWORD = "Pa55-SAPOOL-SECRET-9b1f"
+
+
+@pytest.fixture
+def secret_user(observer: Observer) -> Iterator[dict[str, str]]:
+    database = observer.wrapper.settings_dict["NAME"]
+    if VENDOR == "postgresql":
+        observer.rows(
+            f"DO $$ BEGIN CREATE ROLE {USER} LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        observer.rows(f"ALTER ROLE {USER} PASSWORD '{PASSWORD}'")
+        observer.rows(f'GRANT ALL ON DATABASE "{database}" TO {USER}')
+        yield {"USER": USER, "PASSWORD": PASSWORD}
+        observer.rows(f'REVOKE ALL ON DATABASE "{database}" FROM {USER}')
+    else:
+        host = observer.wrapper.settings_dict["HOST"] or "localhost"
+        observer.rows(
+            f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{PASSWORD}'"
+        )
+        observer.rows(f"GRANT ALL ON `{database}`.* TO '{USER}'@'{host}'")
+        yield {"USER": USER, "PASSWORD": PASSWORD}
+        observer.rows(f"DROP USER '{USER}'@'{host}'")
+
+
+def leaks(text: object) -> bool:
+    return PASSWORD in str(text)
+
+
+def test_password_stays_out_of_everything(
+    pool_alias: Any, secret_user: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, SQLAlchemy's pool included
+    alias = pool_alias(
+        pool_size=1, max_overflow=0, timeout=0.2, pre_ping=True, settings=secret_user
+    )
+    holder, waiter = alias.wrapper(), alias.wrapper()
+    backend_id(holder)
+    with pytest.raises(OperationalError) as exhausted:
+        backend_id(waiter)
+    holder.close()
+    backend_id(waiter)
+    waiter.close()
+    pools = [pool for pool in registry.pools() if pool.alias == alias.name]
+    assert pools, "the secret user's pool exists"
+
+    assert not leaks(exhausted.value)
+    assert not leaks(exhausted.value.__cause__)
+    assert not any(leaks(key) for key in registry._pools)
+    assert not any(leaks(repr(pool)) or leaks(pool.config) for pool in pools)
+    assert not leaks(repr(holder))
+    assert not leaks(repr(holder.connection))
+    assert caplog.records, "the pool logged at DEBUG"
+    for record in caplog.records:
+        assert not leaks(record.getMessage()), record.getMessage()
+
+
+def test_password_stays_out_of_connection_errors(
+    pool_alias: Any, secret_user: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for settings in (
+        {**secret_user, "PORT": "1"},
+        {**secret_user, "NAME": "no_such_database"},
+    ):
+        wrapper = pool_alias(settings=settings).wrapper()
+        with pytest.raises(Error) as failed:
+            wrapper.ensure_connection()
+        assert not leaks(failed.value)
+        assert not leaks(failed.value.__cause__)
+    for record in caplog.records:
+        assert not leaks(record.getMessage())

@@ -1,0 +1,199 @@
+"""Django's per-connection setup: once per physical connection, again after a reset.
+
+A pooled request must cost the server no more round trips than a persistent
+connection: nothing at checkout, nothing at checkin when no transaction is
+open; exactly one ping with ``pre_ping``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import DatabaseError
+
+from tests.server import Observer, backend_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def one(wrapper: Any, sql: str) -> Any:
+    with wrapper.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def role(observer: Observer) -> str:
+    name = "sapool_test_role"
+    observer.rows(
+        "DO $$ BEGIN CREATE ROLE sapool_test_role NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    return name
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(("pre_ping", "ping"), [(False, None), (True, "ping")])
+def test_postgresql_checkout_and_checkin_send_nothing_else(
+    pool_alias: Any, observer: Observer, role: str, pre_ping: bool, ping: str | None
+) -> None:
+    # assume_role makes Django's setup cost a round trip (SET ROLE): it must
+    # run when the connection is opened, not at every checkout.
+    alias = pool_alias(
+        pool_size=1, max_overflow=0, pre_ping=pre_ping, options={"assume_role": role}
+    )
+    wrapper = alias.wrapper()
+    session = backend_id(wrapper)  # the first checkout sets the session up
+    wrapper.close()
+    ping_sql = ";" if wrapper.Database.__name__ == "psycopg" else "SELECT 1"
+    for cycle in range(5):
+        wrapper.ensure_connection()
+        # What the server ran last, right after checkout, before any query:
+        expected = ping_sql if ping else f"SELECT 'cycle {cycle - 1}'"
+        if cycle or ping:
+            assert observer.last_statement(session) == expected
+        one(wrapper, f"SELECT 'cycle {cycle}'")
+        wrapper.close()
+        assert observer.last_statement(session) == f"SELECT 'cycle {cycle}'"
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize(("pre_ping", "extra"), [(False, 0), (True, 1)])
+def test_mysql_request_costs_one_round_trip_per_query(
+    pool_alias: Any, observer: Observer, pre_ping: bool, extra: int
+) -> None:
+    wrapper = pool_alias(pool_size=1, max_overflow=0, pre_ping=pre_ping).wrapper()
+    backend_id(wrapper)  # the first checkout sets the session up
+    wrapper.close()
+    before = observer.round_trips_so_far()
+    cycles = 10
+    for _ in range(cycles):
+        backend_id(wrapper)
+        wrapper.close()
+    after = observer.round_trips_so_far()
+    # One query per cycle, plus the observer's own read of the counters.
+    assert after - before == cycles * (1 + extra) + 1
+
+
+@pytest.mark.postgresql
+def test_discard_reapplies_time_zone_role_and_isolation_level(
+    pool_alias: Any, observer: Observer, role: str
+) -> None:
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+    alias = pool_alias(
+        pool_size=1,
+        max_overflow=0,
+        reset_on_return="discard",
+        settings={"TIME_ZONE": "Asia/Tokyo"},
+        options={"assume_role": role, "isolation_level": IsolationLevel.SERIALIZABLE},
+    )
+    first = alias.wrapper()
+    session = backend_id(first)
+    first.close()
+    assert observer.last_statement(session) == "DISCARD ALL"
+    for wrapper in (first, alias.wrapper()):
+        assert backend_id(wrapper) == session
+        assert one(wrapper, "SHOW TimeZone") == "Asia/Tokyo"
+        assert one(wrapper, "SELECT current_user") == role
+        wrapper.set_autocommit(False)
+        assert one(wrapper, "SHOW transaction_isolation") == "serializable"
+        wrapper.rollback()
+        wrapper.set_autocommit(True)
+        assert wrapper.isolation_level == IsolationLevel.SERIALIZABLE
+        wrapper.close()
+
+
+@pytest.mark.mysql
+def test_discard_reapplies_isolation_level_and_init_command(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(
+        pool_size=1,
+        max_overflow=0,
+        reset_on_return="discard",
+        options={
+            "isolation_level": "serializable",
+            "init_command": "SET @sapool_init = 'ran'",
+        },
+    )
+    first = alias.wrapper()
+    session = backend_id(first)
+    charset = one(first, "SELECT @@character_set_client")  # utf8mb4; utf8 on 4.2
+    with first.cursor() as cursor:
+        cursor.execute("SET @sapool_init = 'changed by the borrower'")
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+    first.close()
+    nxt = alias.wrapper()
+    assert backend_id(nxt) == session
+    assert one(nxt, "SELECT @@SESSION.tx_isolation") == "SERIALIZABLE"
+    assert one(nxt, "SELECT CAST(@sapool_init AS CHAR)") == "ran"
+    assert one(nxt, "SELECT @@character_set_client") == charset
+
+
+@pytest.mark.postgresql
+def test_isolation_level_reaches_every_borrower(pool_alias: Any) -> None:
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+    alias = pool_alias(
+        pool_size=1,
+        max_overflow=0,
+        options={"isolation_level": IsolationLevel.REPEATABLE_READ},
+    )
+    opener = alias.wrapper()
+    session = backend_id(opener)
+    opener.close()
+    borrower = alias.wrapper()  # never opened a connection itself
+    assert backend_id(borrower) == session
+    assert borrower.isolation_level == IsolationLevel.REPEATABLE_READ
+    borrower.set_autocommit(False)
+    assert one(borrower, "SHOW transaction_isolation") == "repeatable read"
+    borrower.rollback()
+
+
+@pytest.mark.psycopg3
+def test_discard_with_psycopg3_prepared_statements(pool_alias: Any) -> None:
+    # psycopg 3 caches prepared statements client-side; DISCARD ALL drops them
+    # on the server. With server-side binding and prepare_threshold=0 every
+    # query is prepared; they must keep working across many resets.
+    alias = pool_alias(
+        pool_size=1,
+        max_overflow=0,
+        reset_on_return="discard",
+        options={"server_side_binding": True, "prepare_threshold": 0},
+    )
+    wrapper = alias.wrapper()
+    for value in range(12):
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT %s::int + 1", [value])
+            assert cursor.fetchone()[0] == value + 1
+        wrapper.close()
+
+
+@pytest.mark.mysql
+def test_discard_needs_no_password(pool_alias: Any, observer: Observer) -> None:
+    # COM_RESET_CONNECTION keeps the authenticated session; COM_CHANGE_USER
+    # would re-authenticate. The server's Connections counter must not move.
+    alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return="discard")
+    wrapper = alias.wrapper()
+    backend_id(wrapper)
+    wrapper.close()
+    before = observer.connections_so_far()
+    for _ in range(5):
+        backend_id(wrapper)
+        wrapper.close()
+    assert observer.connections_so_far() == before
+
+
+def test_failed_query_does_not_cost_the_connection(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=1, max_overflow=0)
+    wrapper = alias.wrapper()
+    session = backend_id(wrapper)
+    with pytest.raises(DatabaseError), wrapper.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table")
+    assert wrapper.errors_occurred
+    wrapper.close()
+    assert backend_id(alias.wrapper()) == session, "is_usable() said yes: kept"

@@ -1,0 +1,448 @@
+"""Side-by-side benchmark of Django connection strategies (``nox -s bench``).
+
+A small Django view (three queries on a seeded table) is served by gunicorn
+(gthread, 2 workers x 2 threads) on loopback and driven by wrk with 4
+keep-alive connections. Every configuration runs once per round, in the same
+order, for several rounds (A B C ... A B C ...), so machine drift hits all of
+them alike; medians are reported. Before its first measured run each
+configuration also gets a counting pass: 1000 requests while the server counts
+the statements (and pings) and the logins it receives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.servers import MySQLServer, PostgreSQLCluster, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+COUNTING_REQUESTS = 1000
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the app is served and loaded."""
+
+    # Two processes of two threads each share their pools; on a 2-core machine
+    # this gave the steadiest figures (about 9 % run-to-run spread).
+    workers: int = 2
+    threads: int = 2
+    clients: int = 4  # wrk keep-alive connections
+
+
+def cpu_split() -> tuple[str, str] | None:
+    """CPUs for the app, and for the load generator and databases.
+
+    Left to the scheduler, two gunicorn workers sometimes share one core for a
+    whole run and halve its throughput; pinning removes that bimodal noise.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or not shutil.which("taskset"):
+        return None
+    half = len(cpus) // 2
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
+
+
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of connecting, as a DATABASES entry."""
+
+    label: str
+    vendor: str
+    driver: str
+    engine: str
+    conn_max_age: int | None = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return self.driver
+
+
+def configurations() -> list[Config]:
+    pg, my = "django.db.backends.postgresql", "django.db.backends.mysql"
+    ours_pg, ours_my = (
+        "django_sapool.backends.postgresql",
+        "django_sapool.backends.mysql",
+    )
+    ddcp_pg, ddcp_my = (
+        "dj_db_conn_pool.backends.postgresql",
+        "dj_db_conn_pool.backends.mysql",
+    )
+    configs: list[Config] = []
+    for driver, vendor, stock, ours, ddcp in (
+        ("psycopg", "postgresql", pg, ours_pg, ddcp_pg),
+        ("psycopg2", "postgresql", pg, ours_pg, ddcp_pg),
+        ("mysqlclient", "mysql", my, ours_my, ddcp_my),
+    ):
+        configs += [
+            Config("reconnect", vendor, driver, stock, 0),
+            Config("persistent", vendor, driver, stock, None),
+        ]
+        if driver == "psycopg":
+            configs.append(
+                Config("django pool", vendor, driver, stock, 0, {"pool": True})
+            )
+        configs += [
+            Config("db-connection-pool", vendor, driver, ddcp, 0),
+            Config("sapool", vendor, driver, ours, 0),
+            Config(
+                "sapool pre_ping",
+                vendor,
+                driver,
+                ours,
+                0,
+                {"sapool": {"pre_ping": True}},
+            ),
+            Config(
+                "sapool discard",
+                vendor,
+                driver,
+                ours,
+                0,
+                {"sapool": {"reset_on_return": "discard"}},
+            ),
+        ]
+    return configs
+
+
+class Gunicorn:
+    """The benchmark app under gunicorn, for one configuration."""
+
+    def __init__(
+        self, config: Config, database: dict[str, Any], layout: Layout, cpus: str | None
+    ) -> None:
+        self.port = free_port()
+        settings = {
+            **database,
+            "ENGINE": config.engine,
+            "CONN_MAX_AGE": config.conn_max_age,
+            "OPTIONS": config.options,
+        }
+        env = {
+            **os.environ,
+            "SAPOOL_BENCH_DATABASE": json.dumps(settings),
+            "SAPOOL_BENCH_DRIVER": config.driver,
+            "DJANGO_SETTINGS_MODULE": "benchmarks.app.settings",
+            "PYTHONPATH": str(ROOT),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "benchmarks.app.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(layout.workers),
+            "--threads",
+            str(layout.threads),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+        ]
+        self.process = subprocess.Popen(
+            pinned(command, cpus),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/catalog/"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                _, errors = self.process.communicate()
+                raise RuntimeError(f"{config.label}: gunicorn exited:\n{errors}")
+            try:
+                if get_status(self.port) == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{config.label}: gunicorn did not answer")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            _, errors = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, errors = self.process.communicate()
+        return errors or ""
+
+
+def get_status(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/catalog/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def drive(port: int, requests: int, clients: int = 4) -> int:
+    """Send ``requests`` over ``clients`` keep-alive connections; return failures."""
+    failures = [0] * clients
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(requests // clients):
+            connection.request("GET", "/catalog/")
+            response = connection.getresponse()
+            response.read()
+            failures[index] += response.status != 200
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(failures)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, seconds: int, clients: int, cpus: str | None) -> dict[str, Any]:
+    output = subprocess.run(
+        pinned(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", url], cpus),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        assert match, output
+        return float(match[1]) * _UNITS[match[2]]
+
+    requests = re.search(r"(\d+) requests in", output)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    assert requests, output
+    assert rate, output
+    return {
+        "requests": int(requests[1]),
+        "rps": float(rate[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "errors": int(bad[1]) if bad else 0,
+        "socket_errors": socket_errors[1] if socket_errors else "",
+    }
+
+
+def run(
+    configs: list[Config], rounds: int, seconds: int, layout: Layout
+) -> dict[str, Any]:
+    servers: dict[str, Any] = {}
+    results: dict[str, Any] = {"runs": {}, "counts": {}, "failed": {}}
+    split = cpu_split()
+    load_cpus = split[1] if split else None
+    affinities: dict[int, set[int]] = {}
+    try:
+        for vendor in sorted({c.vendor for c in configs}):
+            server = PostgreSQLCluster() if vendor == "postgresql" else MySQLServer()
+            print(f"starting {vendor} ...", flush=True)
+            server.start()
+            servers[vendor] = server
+            if not server.rejects_wrong_password():
+                raise SystemExit(f"{vendor}: logins are not password-checked")
+            pid = server.pid()
+            if load_cpus and pid:
+                affinities[pid] = os.sched_getaffinity(pid)
+                set_affinity(pid, load_cpus)
+        for round_number in range(1, rounds + 1):
+            for config in configs:
+                key = f"{config.group}/{config.label}"
+                if key in results["failed"]:
+                    continue
+                server = servers[config.vendor]
+                first = key not in results["counts"]
+                print(f"round {round_number}/{rounds}: {key} ...", end=" ", flush=True)
+                try:
+                    measured, counts = measure(
+                        config, server, seconds, layout, split, count=first
+                    )
+                except Exception as exc:  # one broken contender must not end the run
+                    results["failed"][key] = str(exc).splitlines()[-1][:300]
+                    print(f"FAILED: {results['failed'][key]}")
+                    continue
+                if counts:
+                    results["counts"][key] = counts
+                results["runs"].setdefault(key, []).append(measured)
+                print(f"{measured['rps']:.0f} req/s, p99 {measured['p99_ms']:.1f} ms")
+    finally:
+        for pid, cpus in affinities.items():
+            set_affinity(pid, ",".join(map(str, sorted(cpus))), check=False)
+        for server in servers.values():
+            server.stop()
+    return results
+
+
+def set_affinity(pid: int, cpus: str, *, check: bool = True) -> None:
+    """Pin a server process and all its threads (taskset -a)."""
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", cpus, str(pid)], check=check, capture_output=True
+    )
+
+
+def measure(
+    config: Config,
+    server: Any,
+    seconds: int,
+    layout: Layout,
+    split: tuple[str, str] | None = None,
+    *,
+    count: bool,
+) -> tuple[dict[str, Any], dict[str, float] | None]:
+    app_cpus, load_cpus = split if split else (None, None)
+    app = Gunicorn(config, server.database_settings(), layout, app_cpus)
+    counts = None
+    try:
+        # Warm-up: every worker thread has connected.
+        wrk(app.url, 2, layout.clients, load_cpus)
+        if count:
+            server.set_statement_logging(True)
+            try:
+                offset = server.log_offset()
+                failures = drive(app.port, COUNTING_REQUESTS, layout.threads)
+                seen = server.counts_since(offset)
+            finally:
+                server.set_statement_logging(False)
+            counts = {
+                "statements_per_request": seen.statements / COUNTING_REQUESTS,
+                "connections_per_1000": seen.connections * 1000 / COUNTING_REQUESTS,
+                "failures": failures,
+            }
+        measured = wrk(app.url, seconds, layout.clients, load_cpus)
+    finally:
+        errors = app.stop()
+    if measured["errors"] or measured["socket_errors"]:
+        failed, sockets = measured["errors"], measured["socket_errors"]
+        raise RuntimeError(f"{failed} failed requests ({sockets}); {errors[-300:]}")
+    return measured, counts
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, runs in results["runs"].items():
+        group, label = key.split("/", 1)
+        rows.append(
+            {
+                "group": group,
+                "label": label,
+                "rounds": len(runs),
+                "rps": statistics.median(r["rps"] for r in runs),
+                "rps_min": min(r["rps"] for r in runs),
+                "rps_max": max(r["rps"] for r in runs),
+                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                **results["counts"].get(key, {}),
+            }
+        )
+    for row in rows:
+        ceiling = next(
+            (
+                r["rps"]
+                for r in rows
+                if r["group"] == row["group"] and r["label"] == "persistent"
+            ),
+            None,
+        )
+        reconnect = next(
+            (
+                r["rps"]
+                for r in rows
+                if r["group"] == row["group"] and r["label"] == "reconnect"
+            ),
+            None,
+        )
+        row["vs_persistent"] = row["rps"] / ceiling if ceiling else None
+        row["vs_reconnect"] = row["rps"] / reconnect if reconnect else None
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument(
+        "--only", default="", help="comma-separated driver groups or labels"
+    )
+    parser.add_argument("--workers", type=int, default=Layout.workers)
+    parser.add_argument("--threads", type=int, default=Layout.threads)
+    parser.add_argument("--clients", type=int, default=Layout.clients)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("benchmark: wrk is needed (Debian: apt-get install wrk)")
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+    configs = [
+        c
+        for c in configurations()
+        if not wanted or c.group in wanted or c.label in wanted
+    ]
+    started = time.strftime("%Y-%m-%d %H:%M")
+    layout = Layout(args.workers, args.threads, args.clients)
+    results = run(configs, args.rounds, args.seconds, layout)
+    rows = summarize(results)
+    split = cpu_split()
+    meta = report.machine(
+        started,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        **asdict(layout),
+        pinning=f"app on CPUs {split[0]}, wrk and databases on {split[1]}"
+        if split
+        else "none",
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": rows,
+                "raw": results,
+                "configs": [asdict(c) for c in configs],
+            },
+            indent=2,
+        )
+    )
+    table = report.table(rows, results["failed"], meta)
+    (RESULTS / "latest.md").write_text(table)
+    report.chart(rows, meta, RESULTS / "latest.png")
+    print()
+    print(table)
+    print(f"written: {RESULTS}/latest.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()

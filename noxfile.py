@@ -1,0 +1,122 @@
+"""Development sessions: ``nox -s tests`` is the test command (README, CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+DRIVERS = ("psycopg", "psycopg2", "mysqlclient")
+
+nox.options.sessions = ["tests", "lint", "mypy"]
+nox.options.reuse_existing_virtualenvs = True
+# A matrix interpreter that is missing is a skip on a laptop, an error in CI.
+nox.options.error_on_missing_interpreters = os.environ.get("CI", "") in {"1", "true"}
+
+#: (Python, Django, SQLAlchemy) combinations we support, as each supports:
+#: Django 4.2 runs on 3.8-3.12, 5.2 on 3.10-3.13, 6.x on 3.12+; SQLAlchemy
+#: 2.1 needs 3.11+. CI runs the oldest and the newest (tag "ci").
+MATRIX = [
+    nox.param("3.10", "4.2", "2.0", id="py3.10-django4.2-sa2.0", tags=["ci"]),
+    nox.param("3.10", "5.2", "2.0", id="py3.10-django5.2-sa2.0"),
+    nox.param("3.11", "4.2", "2.0", id="py3.11-django4.2-sa2.0"),
+    nox.param("3.11", "5.2", "2.1", id="py3.11-django5.2-sa2.1"),
+    nox.param("3.12", "4.2", "2.1", id="py3.12-django4.2-sa2.1"),
+    nox.param("3.12", "5.2", "2.0", id="py3.12-django5.2-sa2.0"),
+    nox.param("3.12", "6.0", "2.1", id="py3.12-django6.0-sa2.1"),
+    nox.param("3.13", "5.2", "2.1", id="py3.13-django5.2-sa2.1"),
+    nox.param("3.13", "6.0", "2.0", id="py3.13-django6.0-sa2.0"),
+    nox.param("3.13", "6.1", "2.1", id="py3.13-django6.1-sa2.1", tags=["ci"]),
+]
+
+
+def _drivers() -> list[str]:
+    """Drivers to test: all, or those listed in SAPOOL_TEST_DRIVERS (a,b)."""
+    chosen = os.environ.get("SAPOOL_TEST_DRIVERS", ",".join(DRIVERS)).split(",")
+    unknown = set(chosen) - set(DRIVERS)
+    if unknown:
+        raise SystemExit(
+            f"SAPOOL_TEST_DRIVERS: unknown {sorted(unknown)}; use {DRIVERS}"
+        )
+    return chosen
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the real servers, once per driver."""
+    session.install(
+        ".[psycopg,psycopg2,mysqlclient]",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
+    )
+    for driver in _drivers():
+        session.log(f"--- driver: {driver}")
+        session.run("pytest", *session.posargs, env={"SAPOOL_TEST_DRIVER": driver})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark pooled and unpooled configurations side by side (several minutes)."""
+    session.install(
+        ".[psycopg,psycopg2,mysqlclient]",
+        *nox.project.dependency_groups(PYPROJECT, "bench"),
+    )
+    if not shutil.which("wrk"):
+        if os.geteuid() != 0:
+            session.error("the benchmark needs wrk: apt-get install wrk")
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+    session.run("python", "-m", "benchmarks.micro")
+
+
+@nox.session
+def django(session: nox.Session) -> None:
+    """Run Django's own test suite on our backends, beside Django's (long).
+
+    SAPOOL_DJANGO picks the Django version (a pip specifier, e.g. "==4.2.*");
+    arguments go to django_suite/run.py (--ci, --drivers, --apps).
+    """
+    session.install(
+        ".[psycopg,psycopg2,mysqlclient]",
+        f"django{os.environ.get('SAPOOL_DJANGO', '')}",
+        *nox.project.dependency_groups(PYPROJECT, "django-suite"),
+    )
+    session.run("python", "-m", "django_suite.run", *session.posargs)
+
+
+@nox.session
+@nox.parametrize(("python", "django", "sqlalchemy"), MATRIX)
+def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
+    """The test suite on one Python x Django x SQLAlchemy combination, all drivers.
+
+    Interpreters come from PATH: with pyenv, expose them all first, e.g.
+    ``pyenv global 3.11 3.10 3.12 3.13`` (or PYENV_VERSION=3.11:3.10:3.12:3.13).
+    """
+    session.install(
+        ".[psycopg,psycopg2,mysqlclient]",
+        f"django=={django}.*",
+        f"sqlalchemy=={sqlalchemy}.*",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
+    )
+    for driver in _drivers():
+        session.log(f"--- driver: {driver}")
+        session.run("pytest", *session.posargs, env={"SAPOOL_TEST_DRIVER": driver})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def mypy(session: nox.Session) -> None:
+    """Type-check the package and the tests (strict)."""
+    # django-stubs' plugin sets Django up, which loads the test settings' backend.
+    session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
+    session.run(
+        "mypy", "django_sapool", "tests", "benchmarks", "django_suite", "noxfile.py"
+    )

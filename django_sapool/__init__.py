@@ -7,10 +7,19 @@ from importlib.metadata import PackageNotFoundError, version
 from .config import PoolConfig
 from .errors import PoolTimeout, SAPoolError
 from .registry import dispose
+from .stats import get_stats, pop_stats
 
 try:
     __version__ = version("django-sapool")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["PoolConfig", "PoolTimeout", "SAPoolError", "__version__", "dispose"]
+__all__ = [
+    "PoolConfig",
+    "PoolTimeout",
+    "SAPoolError",
+    "__version__",
+    "dispose",
+    "get_stats",
+    "pop_stats",
+]

@@ -35,6 +35,11 @@ logger = logging.getLogger("django_sapool")
 #: release() has reset the connection, so the checkin hook has nothing to do.
 INITIALISED = "django_sapool.initialised"
 RESET = "django_sapool.reset"
+#: record.record_info keys (they outlive reconnects of one pool slot).
+#: OPENED: this slot has had a connection; INVALIDATED: it was invalidated, so
+#: its next connection replaces a broken one rather than recycling an old one.
+OPENED = "django_sapool.opened"
+INVALIDATED = "django_sapool.invalidated"
 
 
 class Borrower(Protocol):
@@ -90,7 +95,9 @@ class DatabasePool:
         # Only for connections whose borrower was garbage-collected: release()
         # handles every other return, without the cost of a "reset" event.
         event.listen(self._pool, "checkin", self._on_checkin)
+        event.listen(self._pool, "invalidate", self._on_invalidate)
         self._timeout_error = timeout_error
+        self.stats = registry.stats_for(alias)
         logger.info("Pool created for alias %r (%s): %s", alias, description, config)
 
     def __repr__(self) -> str:
@@ -99,20 +106,47 @@ class DatabasePool:
     def status(self) -> str:
         return self._pool.status()
 
+    def gauges(self) -> dict[str, int]:
+        """What this pool holds right now (see stats.GAUGES)."""
+        pool, config = self._pool, self.config
+        checked_out = pool.checkedout()
+        # Idle slots whose connection was invalidated hold no connection.
+        queue = getattr(pool._pool, "queue", None)
+        if queue is None:  # pragma: no cover - SQLAlchemy's Queue changed
+            idle = pool.checkedin()
+        else:
+            idle = sum(1 for record in list(queue) if record.dbapi_connection)
+        return {
+            "pool_size": config.pool_size,
+            "pool_max": config.pool_size + config.max_overflow,
+            "connections_open": checked_out + idle,
+            "checked_out": checked_out,
+            "idle": idle,
+            "overflow": max(0, pool.overflow()),
+        }
+
     def checkout(
         self, borrower: Borrower, conn_params: dict[str, Any]
     ) -> PoolProxiedConnection:
         """Lend a connection; a new one is opened by ``borrower`` if needed."""
         self._connecting.borrower = (borrower, conn_params)
+        stats = self.stats
+        failure: str | None = "requests_errors"
+        stats.checkout_started()
         started = time.monotonic()
         try:
             fairy = self._pool.connect()
+            failure = None
         except sqlalchemy.exc.TimeoutError:
-            waited = time.monotonic() - started
-            raise self._exhausted(waited) from None
+            failure = "requests_timeouts"
+            error = self._exhausted(time.monotonic() - started)
+            logger.warning("%s", error)
+            raise error from None
         finally:
             self._connecting.borrower = None
+            stats.checkout_ended((time.monotonic() - started) * 1000, failure)
         registry.lent_connections.add(fairy)
+        logger.debug("Checked out: %r", self)
         return fairy
 
     def release(self, fairy: PoolProxiedConnection, *, discard: bool) -> None:
@@ -121,15 +155,14 @@ class DatabasePool:
         Only for connections lent by this process (the wrapper checks).
         """
         registry.lent_connections.discard(fairy)
-        if (
-            discard
-            or self.retired
-            or not self._reset(fairy.dbapi_connection, fairy.info)
-        ):
+        if discard:
+            fairy.invalidate(_Unusable("Django found it unusable after an error"))
+        elif self.retired or not self._reset(fairy.dbapi_connection, fairy.info):
             fairy.invalidate()
-            return
-        fairy.info[RESET] = True
-        fairy.close()
+        else:
+            fairy.info[RESET] = True
+            fairy.close()
+        logger.debug("Checked in: %r", self)
 
     def retire(self) -> None:
         """Close idle connections; those still lent are closed when returned."""
@@ -143,7 +176,19 @@ class DatabasePool:
         if borrower_and_params is None:
             raise RuntimeError("django_sapool pools open connections only at checkout")
         borrower, conn_params = borrower_and_params
-        connection = borrower.sapool_open_connection(conn_params)
+        started = time.monotonic()
+        try:
+            connection = borrower.sapool_open_connection(conn_params)
+        except BaseException:
+            self.stats.add("connections_errors")
+            raise
+        stats, slot = self.stats, record.record_info
+        assert slot is not None
+        stats.add("connections_num")
+        stats.add("connections_ms", (time.monotonic() - started) * 1000)
+        if slot.get(OPENED) and not slot.pop(INVALIDATED, False):
+            stats.add("connections_recycled")
+        slot[OPENED] = True
         record.info[INITIALISED] = False
         if not self.carried:
             self.carried = {
@@ -161,6 +206,7 @@ class DatabasePool:
                 info[INITIALISED] = False
             elif mode is None:
                 if self.session.in_transaction(connection) is not False:
+                    self.stats.add("reset_failures")
                     logger.warning(
                         "Alias %r: connection returned inside a transaction with "
                         "reset_on_return=None; closing it instead of pooling it",
@@ -170,6 +216,7 @@ class DatabasePool:
             else:
                 self.session.end_transaction(connection, commit=mode == "commit")
         except Exception as exc:
+            self.stats.add("reset_failures")
             logger.warning(
                 "Alias %r: resetting a returned connection failed (%s: %s); closing it",
                 self.alias,
@@ -188,6 +235,21 @@ class DatabasePool:
         if self.pid == os.getpid() and not self._reset(connection, record.info):
             record.invalidate()
 
+    def _on_invalidate(
+        self, connection: Any, record: ConnectionPoolEntry, error: BaseException | None
+    ) -> None:
+        if record.record_info is not None:
+            record.record_info[INVALIDATED] = True
+        if error is None:  # a failed reset (logged) or a disposed pool's return
+            return
+        self.stats.add("connections_invalidated")
+        logger.warning(
+            "Alias %r: connection discarded, never to be lent again (%s: %s)",
+            self.alias,
+            type(error).__name__,
+            error,
+        )
+
     def _exhausted(self, waited: float) -> PoolTimeout:
         config = self.config
         message = (
@@ -197,6 +259,10 @@ class DatabasePool:
             f"{self._pool.checkedout()} checked out."
         )
         return self._timeout_error(message)
+
+
+class _Unusable(Exception):
+    """Why a connection was discarded when Django could no longer use it."""
 
 
 def describe(conn_params: Mapping[str, Any]) -> str:

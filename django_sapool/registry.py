@@ -12,6 +12,7 @@ and, for forks made from C (uWSGI), by comparing pids at each checkout.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import weakref
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .pool import DatabasePool
+    from .stats import PoolStats
 
+logger = logging.getLogger("django_sapool")
 _pools: dict[tuple[str, str], DatabasePool] = {}
 _lock = threading.Lock()
 _pid = os.getpid()
@@ -30,6 +33,8 @@ _pinned: list[Any] = []
 #: Everything a child inherited from its parent: kept alive, never touched.
 _inherited: list[Any] = []
 _fork_callbacks: list[Callable[[], None]] = []
+#: Counters per alias: they outlive the alias's pools (see stats.py).
+_stats: dict[str, PoolStats] = {}
 
 
 def get_or_create(
@@ -71,6 +76,24 @@ def pools() -> list[DatabasePool]:
     return list(_pools.values())
 
 
+def stats_for(alias: str) -> PoolStats:
+    """The counters of ``alias`` in this process."""
+    _check_pid()
+    stats = _stats.get(alias)
+    if stats is None:
+        from .stats import PoolStats  # stats.py reads the registry
+
+        # Called under _lock (from a pool factory); setdefault is atomic.
+        stats = _stats.setdefault(alias, PoolStats())
+    return stats
+
+
+def stats_aliases() -> list[str]:
+    """Aliases that have had a pool in this process."""
+    _check_pid()
+    return list(_stats)
+
+
 def fingerprint(*inputs: object) -> str:
     """A stable digest of connect inputs; the password goes in only as hash input."""
     return hashlib.sha256(repr(_canonical(inputs)).encode()).hexdigest()[:32]
@@ -110,6 +133,8 @@ def _forget_parent() -> None:
     keep_inherited(dict(_pools), list(_pinned), list(lent_connections))
     _pools.clear()
     _pinned.clear()
+    _stats.clear()  # the child's own figures start now
+    logger.info("Fork detected: process %d forgot its parent's pools", _pid)
     for callback in _fork_callbacks:
         callback()
 

@@ -244,6 +244,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     failed = False
     sections = []
+    suffix = "-gis" if args.gis else ""
     for driver in args.drivers.split(","):
         if args.apps:
             apps = args.apps.split(",")
@@ -259,20 +260,22 @@ def main() -> None:
                 f"django suite: {driver} / {engine}: {len(apps)} apps ...", flush=True
             )
             runs[engine] = run_suite(driver, engine, apps, args.parallel, args.gis)
-            (RESULTS / f"{driver}-{engine}.log").write_text(runs[engine]["log"])
+            (RESULTS / f"{driver}{suffix}-{engine}.log").write_text(
+                runs[engine]["log"]
+            )
         comparison = compare(
             driver, runs["stock"]["outcomes"], runs["sapool"]["outcomes"]
         )
         section = report(driver, comparison, {e: r["seconds"] for e, r in runs.items()})
         print(section, flush=True)
         sections.append(section)
-        (RESULTS / f"{driver}.json").write_text(
+        (RESULTS / f"{driver}{suffix}.json").write_text(
             json.dumps(
                 {e: r["outcomes"] for e, r in runs.items()}, indent=1, sort_keys=True
             )
         )
         failed = failed or bool(comparison["unexplained"])
-    (RESULTS / "report.md").write_text("\n".join(sections))
+    (RESULTS / f"report{suffix}.md").write_text("\n".join(sections))
     if failed:
         raise SystemExit("tests fail only with django_sapool's ENGINE; see above")
 

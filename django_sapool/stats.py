@@ -1,0 +1,122 @@
+"""Pool statistics per alias, in the style of psycopg_pool's ``get_stats()``.
+
+Counters live per alias, not per pool, so they survive ``dispose()`` and the
+test runner's switch to another database; a forked child starts from zero.
+Gauges are read from this process's current pools when asked. The keys are
+stable and documented in the README; nothing here ever holds a password.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, overload
+
+from . import registry
+
+if TYPE_CHECKING:
+    from .pool import DatabasePool
+
+#: Counters: events since the process started, or since the last pop_stats().
+COUNTERS = (
+    "requests_num",
+    "requests_wait_ms",
+    "requests_timeouts",
+    "requests_errors",
+    "connections_num",
+    "connections_ms",
+    "connections_errors",
+    "connections_invalidated",
+    "connections_recycled",
+    "reset_failures",
+)
+#: Gauges: the state of this process's pools right now.
+GAUGES = (
+    "pool_size",
+    "pool_max",
+    "connections_open",
+    "checked_out",
+    "idle",
+    "overflow",
+    "requests_waiting",
+)
+
+
+class PoolStats:
+    """The counters of one alias in this process; safe to update from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Floats: milliseconds add up unrounded; snapshot() gives integers.
+        self._counts: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
+        #: Checkouts in progress: waiting for a connection or opening one.
+        self.waiting = 0
+
+    def add(self, key: str, value: float = 1) -> None:
+        with self._lock:
+            self._counts[key] += value
+
+    def checkout_started(self) -> None:
+        with self._lock:
+            self.waiting += 1
+
+    def checkout_ended(self, wait_ms: float, failure: str | None) -> None:
+        with self._lock:
+            self.waiting -= 1
+            counts = self._counts
+            counts["requests_num"] += 1
+            counts["requests_wait_ms"] += wait_ms
+            if failure is not None:
+                counts[failure] += 1
+
+    def snapshot(self, *, reset: bool) -> dict[str, int]:
+        with self._lock:
+            counts = {key: int(value) for key, value in self._counts.items()}
+            if reset:
+                self._counts = dict.fromkeys(COUNTERS, 0.0)
+        return counts
+
+
+@overload
+def get_stats(alias: str) -> dict[str, int]: ...
+@overload
+def get_stats(alias: None = None) -> dict[str, dict[str, int]]: ...
+def get_stats(alias: str | None = None) -> dict[str, int] | dict[str, dict[str, int]]:
+    """This process's pool statistics for ``alias``, or for every pooled alias."""
+    return _collect(alias, reset=False)
+
+
+@overload
+def pop_stats(alias: str) -> dict[str, int]: ...
+@overload
+def pop_stats(alias: None = None) -> dict[str, dict[str, int]]: ...
+def pop_stats(alias: str | None = None) -> dict[str, int] | dict[str, dict[str, int]]:
+    """Like get_stats(), then set the counters back to zero (gauges stay)."""
+    return _collect(alias, reset=True)
+
+
+def _collect(
+    alias: str | None, *, reset: bool
+) -> dict[str, int] | dict[str, dict[str, int]]:
+    pools = registry.pools()
+    if alias is not None:
+        return _alias_stats(alias, pools, reset=reset)
+    aliases = sorted(registry.stats_aliases())
+    return {name: _alias_stats(name, pools, reset=reset) for name in aliases}
+
+
+def _alias_stats(
+    alias: str, pools: list[DatabasePool], *, reset: bool
+) -> dict[str, int]:
+    stats = registry.stats_for(alias)
+    gauges = dict.fromkeys(GAUGES, 0)
+    for pool in pools:
+        if pool.alias != alias:
+            continue
+        for key, value in pool.gauges().items():
+            # Configured sizes are the same for every pool of an alias.
+            if key in {"pool_size", "pool_max"}:
+                gauges[key] = value
+            else:
+                gauges[key] += value
+    gauges["requests_waiting"] = stats.waiting
+    return {**gauges, **stats.snapshot(reset=reset)}

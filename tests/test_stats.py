@@ -1,0 +1,184 @@
+"""get_stats() / pop_stats() agree with what the server saw."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import django_sapool
+from django_sapool.stats import COUNTERS, GAUGES
+from tests.server import Observer, backend_id
+from tests.test_pooling import run_threads
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_keys_are_stable_and_all_present(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=2)
+    alias.wrapper().ensure_connection()
+    stats = django_sapool.get_stats(alias.name)
+    assert list(stats) == [*GAUGES, *COUNTERS]
+    assert all(isinstance(value, int) for value in stats.values())
+    assert django_sapool.get_stats()[alias.name] == django_sapool.get_stats(alias.name)
+
+
+def test_counts_match_the_server_sessions(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=2, max_overflow=1, timeout=30)
+    seen: set[int] = set()
+
+    def request_cycles() -> None:
+        wrapper = alias.wrapper()
+        for _ in range(25):
+            seen.add(backend_id(wrapper))
+            wrapper.close()
+
+    assert run_threads(4, request_cycles) == []
+    stats = django_sapool.get_stats(alias.name)
+    # Every server session we saw was opened once by the pool, and only those.
+    assert stats["connections_num"] == len(seen)
+    assert stats["requests_num"] == 100
+    assert stats["requests_timeouts"] == stats["requests_errors"] == 0
+    assert stats["checked_out"] == stats["overflow"] == 0
+    assert stats["requests_waiting"] == 0
+    alive = observer.alive(seen)
+    assert stats["idle"] == stats["connections_open"] == len(alive) <= 2
+    assert (stats["pool_size"], stats["pool_max"]) == (2, 3)
+
+
+def test_waiting_and_timeouts(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=5)
+    holder = alias.wrapper()
+    holder.ensure_connection()
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        wrapper = alias.wrapper()
+        wrapper.ensure_connection()
+        outcome.append(backend_id(wrapper))
+        wrapper.close()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while django_sapool.get_stats(alias.name)["requests_waiting"] != 1:
+        assert time.monotonic() < deadline, "the waiter never showed as waiting"
+        time.sleep(0.01)
+    assert django_sapool.get_stats(alias.name)["checked_out"] == 1
+    time.sleep(0.05)  # a wait long enough to show in milliseconds
+    holder.close()
+    thread.join()
+    assert len(outcome) == 1
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["requests_waiting"] == 0
+    assert stats["requests_wait_ms"] >= 50, stats
+
+    short = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
+    holder = short.wrapper()
+    holder.ensure_connection()
+    with pytest.raises(django_sapool.PoolTimeout):
+        short.wrapper().connect()
+    stats = django_sapool.get_stats(short.name)
+    assert (stats["requests_num"], stats["requests_timeouts"]) == (2, 1)
+    assert stats["requests_wait_ms"] >= 150
+    holder.close()
+
+
+def test_killed_connection_counts_as_invalidated(
+    pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
+) -> None:
+    alias = pool_alias(pool_size=1, pre_ping=True)
+    wrapper = alias.wrapper()
+    first = backend_id(wrapper)
+    wrapper.close()
+    observer.kill(first)
+    observer.wait_gone([first])
+    with caplog.at_level(logging.WARNING, logger="django_sapool"):
+        second = backend_id(wrapper)
+    wrapper.close()
+    assert second != first
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["connections_invalidated"] == 1
+    assert stats["connections_num"] == 2
+    assert stats["connections_recycled"] == 0
+    assert any("discarded" in r.getMessage() for r in caplog.records)
+
+
+def test_recycled_connection_is_counted(pool_alias: Any, observer: Observer) -> None:
+    alias = pool_alias(pool_size=1, recycle=1)
+    wrapper = alias.wrapper()
+    first = backend_id(wrapper)
+    wrapper.close()
+    time.sleep(1.2)
+    second = backend_id(wrapper)
+    wrapper.close()
+    assert second != first
+    observer.wait_gone([first])
+    stats = django_sapool.get_stats(alias.name)
+    assert (stats["connections_num"], stats["connections_recycled"]) == (2, 1)
+    assert stats["connections_invalidated"] == 0
+
+
+def test_failed_reset_is_counted_and_the_session_closed(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=1, reset_on_return=None)
+    wrapper = alias.wrapper()
+    first = backend_id(wrapper)
+    wrapper.set_autocommit(False)
+    with wrapper.cursor() as cursor:  # a write: a transaction on every vendor
+        cursor.execute("INSERT INTO testapp_item (name) VALUES (%s)", ["stats"])
+    wrapper.close()  # returned inside a transaction: closed, not pooled
+    observer.wait_gone([first])
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["reset_failures"] == 1
+    assert stats["connections_open"] == 0
+
+
+def test_pop_stats_resets_counters_not_gauges(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=2)
+    wrapper = alias.wrapper()
+    wrapper.ensure_connection()
+    popped = django_sapool.pop_stats(alias.name)
+    assert popped["requests_num"] == popped["connections_num"] == 1
+    after = django_sapool.get_stats(alias.name)
+    assert all(after[key] == 0 for key in COUNTERS)
+    assert after["checked_out"] == after["connections_open"] == 1
+    wrapper.close()
+
+
+def test_counters_survive_dispose(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=1)
+    wrapper = alias.wrapper()
+    wrapper.ensure_connection()
+    wrapper.close()
+    django_sapool.dispose(alias.name)
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["requests_num"] == 1
+    assert stats["connections_open"] == 0
+
+
+def test_a_forked_child_starts_from_zero(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=1)
+    wrapper = alias.wrapper()
+    wrapper.ensure_connection()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without cleanup
+        ok = django_sapool.get_stats() == {}
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert django_sapool.get_stats(alias.name)["checked_out"] == 1
+    wrapper.close()

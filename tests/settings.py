@@ -48,7 +48,7 @@ else:
 DATABASES = {"default": {**DATABASE, "OPTIONS": {"sapool": {"pool_size": 4}}}}
 if "SAPOOL_TEST_DB_NAME" in os.environ:  # a test-runner run beside pytest's own
     DATABASES["default"]["TEST"] = {"NAME": os.environ["SAPOOL_TEST_DB_NAME"]}
-INSTALLED_APPS = ["tests.testapp"]
+INSTALLED_APPS = ["django_sapool", "tests.testapp"]
 ROOT_URLCONF = "tests.urls"
 SECRET_KEY = "django-sapool-tests"
 USE_TZ = True

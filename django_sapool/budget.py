@@ -1,0 +1,99 @@
+"""Does every process's pool fit the server's connection limit?
+
+Each process has its own pool per alias, and Django gives each thread its own
+connection per alias, so one process uses at most
+``min(threads, pool_size + max_overflow)`` server connections per alias.
+Aliases on the same server share its ``max_connections``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections
+
+from .checks import pooled_aliases
+from .config import PoolConfig
+
+
+@dataclass(frozen=True)
+class AliasNeed:
+    """What one alias may hold at once across all processes."""
+
+    alias: str
+    server: str
+    pool_max: int
+    per_process: int
+    needed: int
+
+
+@dataclass
+class ServerBudget:
+    """One server's limit and what the aliases on it may need."""
+
+    server: str
+    max_connections: int
+    reserved: int
+    in_use: int
+    aliases: list[AliasNeed] = field(default_factory=list)
+
+    @property
+    def usable(self) -> int:
+        return self.max_connections - self.reserved
+
+    @property
+    def needed(self) -> int:
+        return sum(need.needed for need in self.aliases)
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.usable
+
+
+def server_name(alias: str) -> str:
+    """vendor host:port of an alias, for grouping; no credentials."""
+    settings_dict = connections.settings[alias]
+    host = settings_dict.get("HOST") or "localhost"
+    port = settings_dict.get("PORT") or "default port"
+    return f"{connections[alias].vendor} {host}:{port}"
+
+
+def server_limits(alias: str) -> tuple[int, int, int]:
+    """(max_connections, reserved for superusers, client sessions now)."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT current_setting('max_connections')::int, "
+                "current_setting('superuser_reserved_connections')::int, "
+                "(SELECT count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend')"
+            )
+        else:
+            # MySQL/MariaDB keep one extra connection for SUPER beyond the limit.
+            cursor.execute(
+                "SELECT @@max_connections, 0, (SELECT VARIABLE_VALUE FROM "
+                "information_schema.GLOBAL_STATUS "
+                "WHERE VARIABLE_NAME = 'THREADS_CONNECTED')"
+            )
+        row: Any = cursor.fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def budget(
+    workers: int, threads: int, aliases: list[str] | None = None
+) -> list[ServerBudget]:
+    """Per server: the limit, and each pooled alias's worst case."""
+    servers: dict[str, ServerBudget] = {}
+    for alias in aliases or pooled_aliases():
+        config = PoolConfig.from_settings(alias, connections.settings[alias])
+        pool_max = config.pool_size + config.max_overflow
+        per_process = min(threads, pool_max)
+        name = server_name(alias)
+        if name not in servers:
+            servers[name] = ServerBudget(name, *server_limits(alias))
+        servers[name].aliases.append(
+            AliasNeed(alias, name, pool_max, per_process, per_process * workers)
+        )
+    return list(servers.values())

@@ -1,0 +1,68 @@
+"""System checks and ``manage.py sapool_budget``."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connections
+
+from django_sapool.checks import settings_errors
+from tests.server import VENDOR, Observer
+
+
+def ids(settings_dict: dict[str, Any]) -> list[str]:
+    return [str(error.id) for error in settings_errors("reports", settings_dict)]
+
+
+def test_a_good_configuration_has_no_errors() -> None:
+    assert ids({"CONN_MAX_AGE": 0, "OPTIONS": {"sapool": {"pool_size": 3}}}) == []
+    assert ids({"CONN_MAX_AGE": 0, "OPTIONS": {"pool": False}}) == []
+
+
+def test_each_mistake_is_reported_at_once() -> None:
+    settings_dict = {
+        "CONN_MAX_AGE": 60,
+        "OPTIONS": {"pool": True, "sapool": {"pool_sise": 3}},
+    }
+    errors = settings_errors("reports", settings_dict)
+    assert [error.id for error in errors] == [
+        "django_sapool.E001",
+        "django_sapool.E002",
+        "django_sapool.E003",
+    ]
+    assert "DATABASES['reports']['CONN_MAX_AGE']" in errors[0].msg
+    assert "['pool']" in errors[1].msg
+    assert "pool_sise" in errors[2].msg and "pool_size" in errors[2].msg
+
+
+def test_manage_py_check_passes_on_the_test_settings() -> None:
+    call_command("check", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budget_reports_the_servers_real_limit(observer: Observer) -> None:
+    if VENDOR == "postgresql":
+        limit = int(observer.value("SHOW max_connections"))
+    else:
+        limit = int(observer.value("SELECT @@max_connections"))
+    out = StringIO()
+    call_command("sapool_budget", workers=3, threads=2, stdout=out)
+    report = out.getvalue()
+    assert f"max_connections={limit}" in report
+    # The test settings: pool_size 4 + max_overflow 10, so min(2, 14) = 2 each.
+    assert "default: 3 workers x min(2 threads, pool_size+max_overflow=14) = 6" in (
+        report
+    )
+    assert report.rstrip().endswith("fits")
+    connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budget_fails_when_the_pools_cannot_fit() -> None:
+    with pytest.raises(CommandError, match="may need more connections"):
+        call_command("sapool_budget", workers=100_000, threads=8, stdout=StringIO())
+    connections.close_all()

@@ -56,6 +56,19 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """The example shop under gunicorn, stock backend vs ours (about a minute).
+
+    Uses SAPOOL_DEMO_DATABASE_URL (postgresql://... or mysql://...) if set,
+    else an embedded PostgreSQL (pgserver): nothing to install first.
+    """
+    url = os.environ.get("SAPOOL_DEMO_DATABASE_URL", "")
+    extra = "mysqlclient" if url.startswith("mysql") else "psycopg"
+    session.install(f".[{extra}]", *nox.project.dependency_groups(PYPROJECT, "demo"))
+    session.run("python", "examples/demo.py")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark pooled and unpooled configurations side by side (several minutes)."""
     session.install(
@@ -118,5 +131,11 @@ def mypy(session: nox.Session) -> None:
     # django-stubs' plugin sets Django up, which loads the test settings' backend.
     session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
     session.run(
-        "mypy", "django_sapool", "tests", "benchmarks", "django_suite", "noxfile.py"
+        "mypy",
+        "django_sapool",
+        "tests",
+        "benchmarks",
+        "django_suite",
+        "examples/demo.py",
+        "noxfile.py",
     )

@@ -41,6 +41,34 @@ GAUGES = (
 )
 
 
+#: What each key means (README table, Prometheus help texts).
+DESCRIPTIONS = {
+    "pool_size": "configured pool_size: connections kept open",
+    "pool_max": "pool_size + max_overflow: most connections at once",
+    "connections_open": "connections open now, lent or idle",
+    "checked_out": "connections lent to Django now",
+    "idle": "open connections waiting in the pool",
+    "overflow": "connections open beyond pool_size",
+    "requests_waiting": "checkouts in progress: waiting for, or opening, a connection",
+    "requests_num": "checkouts asked for",
+    "requests_wait_ms": "total time spent in checkouts, including opening connections",
+    "requests_timeouts": "checkouts that raised PoolTimeout",
+    "requests_errors": "checkouts that failed otherwise (the server refused, say)",
+    "connections_num": "connections opened",
+    "connections_ms": "total time spent opening connections",
+    "connections_errors": "failed attempts to open a connection",
+    "connections_invalidated": (
+        "connections discarded as broken: failed pre-ping, disconnect, "
+        "or unusable after an error"
+    ),
+    "connections_recycled": (
+        "connections replaced at checkout for age (recycle) or after a "
+        "disconnect elsewhere in the pool"
+    ),
+    "reset_failures": "returned connections closed because they could not be reset",
+}
+
+
 class PoolStats:
     """The counters of one alias in this process; safe to update from any thread."""
 

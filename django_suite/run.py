@@ -73,6 +73,8 @@ GIS_APPS = [
     "gis_tests.inspectapp",
     "gis_tests.rasterapp",
 ]
+#: What CI runs of them.
+GIS_CI_APPS = ["gis_tests.geoapp", "gis_tests.gis_migrations", "gis_tests.relatedapp"]
 DRIVERS = {"psycopg": "postgresql", "psycopg2": "postgresql", "mysqlclient": "mysql"}
 
 
@@ -249,7 +251,7 @@ def main() -> None:
         if args.apps:
             apps = args.apps.split(",")
         elif args.gis:
-            apps = GIS_APPS
+            apps = GIS_CI_APPS if args.ci else GIS_APPS
         elif args.ci:
             apps = CI_APPS
         else:

@@ -20,7 +20,9 @@ from tests.server import VENDOR, Observer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_DB = "test_sapool_runner"
+# Beside this run's own test database, so that runs sharing a server (say,
+# SAPOOL_TEST_DB_NAME=test_a and =test_b) do not drop each other's.
+TEST_DB = os.environ.get("SAPOOL_TEST_DB_NAME", "test_sapool") + "_runner"
 
 
 def run_django_tests(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ and, for forks made from C (uWSGI), by comparing pids at each checkout.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -108,7 +109,14 @@ def _canonical(value: object) -> object:
 
 
 def keep_inherited(*objects: Any) -> None:
-    """Hold objects from a parent process for the rest of this process's life."""
+    """Hold objects from a parent process for the rest of this process's life.
+
+    Including its exit: interpreter shutdown clears module globals, and a
+    mysqlclient connection freed then would still send COM_QUIT on the
+    parent's socket. A reference nobody owns keeps them from ever being freed.
+    """
+    for obj in objects:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
     _inherited.extend(objects)
 
 

@@ -16,10 +16,13 @@ import multiprocessing
 import os
 import select
 import signal
+import subprocess
+import sys
 import threading
 import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +30,7 @@ from django.db import connection, connections
 from django.db.utils import load_backend
 
 import django_sapool
-from tests.server import Observer, backend_id
+from tests.server import Observer, backend_id, backend_id_sql
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,6 +72,9 @@ def in_child(
     return payload["result"]
 
 
+# direct_server: tells the child's connections from the parent's by server
+# session, and waits for the child's to end; PgBouncer reuses and keeps them.
+@pytest.mark.direct_server
 @pytest.mark.parametrize("fork", [python_fork, c_fork], ids=["os.fork", "C fork"])
 @pytest.mark.parametrize("post_fork_dispose", [False, True])
 def test_child_opens_its_own_sessions_and_parent_keeps_its_own(
@@ -104,6 +110,9 @@ def test_child_opens_its_own_sessions_and_parent_keeps_its_own(
     observer.wait_gone(child_sessions)  # the child's sessions ended with it
 
 
+# session_bound: expects the same server sessions to serve after the fork; in
+# transaction mode each transaction may run on another.
+@pytest.mark.session_bound
 @pytest.mark.parametrize("lend_one", [False, True], ids=["all idle", "one lent"])
 def test_connections_of_threads_that_vanish_in_the_child(lend_one: bool) -> None:
     """Only the forking thread exists in the child; other threads' wrappers,
@@ -208,6 +217,9 @@ def _multiprocessing_child(results: Any) -> None:
     connection.close()
 
 
+# direct_server: tells the children's connections apart by server session;
+# PgBouncer hands an exited child's session to the next child.
+@pytest.mark.direct_server
 def test_multiprocessing_fork_children_use_djangos_connection_safely() -> None:
     parent_session = backend_id(connection)  # Django's own connection, held open
     context = multiprocessing.get_context("fork")
@@ -225,3 +237,47 @@ def test_multiprocessing_fork_children_use_djangos_connection_safely() -> None:
     assert parent_session not in sessions
     assert len(sessions) == 3
     assert backend_id(connection) == parent_session
+
+
+EXITING_CHILD = """
+import os, sys
+import django
+django.setup()
+from django.db import connection
+
+def session():
+    with connection.cursor() as cursor:
+        cursor.execute({sql!r})
+        return cursor.fetchone()[0]
+
+before = session()  # the parent's pooled connection, still lent
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: interpreter shutdown frees what it can
+os.waitpid(pid, 0)
+print(before, session())
+"""
+
+
+# direct_server: compares server session ids.
+@pytest.mark.direct_server
+def test_a_child_that_exits_normally_leaves_the_parents_session() -> None:
+    """Interpreter shutdown in a child (a gunicorn worker leaving, uWSGI
+    reloading) must not free inherited connections: mysqlclient would send
+    COM_QUIT on the parent's socket."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", EXITING_CHILD.format(sql=backend_id_sql())],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PYTHONPATH": str(root),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.split()
+    assert before == after

@@ -3,12 +3,18 @@
 The observer is a plain, unpooled connection made by Django's stock backend.
 Tests assert on what it reports: server session ids, who is alive, who sits
 idle in a transaction, what each session ran last, server counters.
+
+Behind a proxy (tests/run_behind_pgbouncer.py puts PgBouncer in front of
+PostgreSQL), SAPOOL_OBSERVER_PG_HOST and SAPOOL_OBSERVER_PG_PORT point the
+observer at the server itself: what the proxy reports is not what the server
+sees.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -51,13 +57,25 @@ def stock_settings(**overrides: Any) -> dict[str, Any]:
     return settings_dict
 
 
+def observer_address() -> dict[str, str]:
+    """HOST/PORT overrides that bypass a proxy in front of PostgreSQL, if any."""
+    if VENDOR != "postgresql":
+        return {}
+    address = {
+        "HOST": os.environ.get("SAPOOL_OBSERVER_PG_HOST", ""),
+        "PORT": os.environ.get("SAPOOL_OBSERVER_PG_PORT", ""),
+    }
+    return {key: value for key, value in address.items() if value}
+
+
 class Observer:
     """An unpooled connection that reports what the server sees."""
 
     def __init__(self) -> None:
         backend = load_backend(STOCK_ENGINE)
         self.wrapper = backend.DatabaseWrapper(
-            stock_settings(), alias=f"observer{next(_observer_ids)}"
+            stock_settings(**observer_address()),
+            alias=f"observer{next(_observer_ids)}",
         )
         self.own_id = backend_id(self.wrapper)
 

@@ -36,7 +36,8 @@ def test_each_mistake_is_reported_at_once() -> None:
     ]
     assert "DATABASES['reports']['CONN_MAX_AGE']" in errors[0].msg
     assert "['pool']" in errors[1].msg
-    assert "pool_sise" in errors[2].msg and "pool_size" in errors[2].msg
+    assert "pool_sise" in errors[2].msg
+    assert "pool_size" in errors[2].msg
 
 
 def test_manage_py_check_passes_on_the_test_settings() -> None:

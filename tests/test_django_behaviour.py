@@ -94,6 +94,9 @@ def test_connection_created_fires_at_every_checkout(pool_alias: Any) -> None:
     assert seen == [alias.name] * 3
 
 
+# direct_server: expects new server sessions after the pool is disposed, and
+# the old ones to end; PgBouncer keeps and reuses its server connections.
+@pytest.mark.direct_server
 @pytest.mark.postgresql
 def test_time_zone_change_starts_fresh_sessions(observer: Observer) -> None:
     before = backend_id(connection)
@@ -111,6 +114,8 @@ def test_time_zone_change_starts_fresh_sessions(observer: Observer) -> None:
     observer.wait_gone([before, during])
 
 
+# direct_server: waits for the server session to end with our connection.
+@pytest.mark.direct_server
 def test_close_pool_disposes_only_its_alias(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -125,6 +130,8 @@ def test_close_pool_disposes_only_its_alias(
     assert backend_id(one) != sessions[0]
 
 
+# direct_server: waits for the server session to end with our connection.
+@pytest.mark.direct_server
 def test_close_pool_while_lent_closes_it_on_return(
     pool_alias: Any, observer: Observer
 ) -> None:

@@ -13,6 +13,9 @@ from tests.server import Observer, backend_id
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+# session_bound: in transaction mode PgBouncer drops the killed server session
+# and runs the next transaction on another: the client never sees the kill.
+@pytest.mark.session_bound
 @pytest.mark.parametrize("end_of_request", [False, True])
 def test_killed_connection_fails_once_then_is_replaced(
     pool_alias: Any, observer: Observer, end_of_request: bool
@@ -36,6 +39,9 @@ def test_killed_connection_fails_once_then_is_replaced(
     assert observer.alive([fresh]) == {fresh}
 
 
+# session_bound: in transaction mode the next transaction avoids the killed
+# session anyway (PgBouncer's doing), so this would pass without a ping.
+@pytest.mark.session_bound
 @pytest.mark.parametrize(
     ("pool", "settings"),
     [({"pre_ping": True}, {}), ({}, {"CONN_HEALTH_CHECKS": True})],
@@ -54,6 +60,8 @@ def test_pre_ping_replaces_a_killed_connection_before_use(
     assert observer.alive([fresh]) == {fresh}
 
 
+# session_bound: in transaction mode the client never sees the kill.
+@pytest.mark.session_bound
 def test_connection_killed_while_lent_is_discarded_on_return(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -72,6 +80,9 @@ def test_connection_killed_while_lent_is_discarded_on_return(
     assert dead not in seen
 
 
+# direct_server: expects a new server session after recycling and the old one
+# to end; PgBouncer hands the same one back.
+@pytest.mark.direct_server
 def test_recycle_replaces_connections_older_than_its_age(
     pool_alias: Any, observer: Observer
 ) -> None:

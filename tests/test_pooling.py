@@ -36,6 +36,9 @@ def run_threads(count: int, target: Any) -> list[BaseException]:
     return errors
 
 
+# direct_server: counts the server sessions our pool keeps open; PgBouncer
+# keeps its own (tests/test_pgbouncer.py asserts what holds behind it).
+@pytest.mark.direct_server
 def test_threads_share_a_bounded_set_of_server_sessions(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -76,6 +79,9 @@ def test_threads_share_a_bounded_set_of_server_sessions(
     assert len(observer.alive(seen)) == 3
 
 
+# session_bound: in transaction mode one connection's transactions may each
+# run in another server session.
+@pytest.mark.session_bound
 def test_reuse_in_one_thread_keeps_one_server_session(pool_alias: Any) -> None:
     wrapper = pool_alias(pool_size=2).wrapper()
     ids = set()
@@ -85,6 +91,9 @@ def test_reuse_in_one_thread_keeps_one_server_session(pool_alias: Any) -> None:
     assert len(ids) == 1
 
 
+# session_bound: expects three held connections on three server sessions; in
+# transaction mode idle connections hold none.
+@pytest.mark.session_bound
 def test_exhausted_pool_raises_pool_timeout_then_recovers(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -116,6 +125,9 @@ def test_exhausted_pool_raises_pool_timeout_then_recovers(
     assert backend_id(waiting) in held, "a returned connection is reused"
 
 
+# direct_server: compares the driver's backend pid with the server's; PgBouncer
+# gives the client a key of its own.
+@pytest.mark.direct_server
 def test_django_gets_the_raw_driver_connection(pool_alias: Any) -> None:
     wrapper = pool_alias().wrapper()
     session = backend_id(wrapper)

@@ -22,6 +22,9 @@ def sample(text: str, name: str, alias: str) -> float:
     raise AssertionError(f"{name}{labels} not exported:\n{text}")
 
 
+# session_bound: compares open connections with live server sessions; in
+# transaction mode idle connections hold none.
+@pytest.mark.session_bound
 def test_scrape_shows_checkouts_and_the_servers_sessions(
     pool_alias: Any, observer: Observer
 ) -> None:

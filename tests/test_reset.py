@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import threading
 from typing import Any
 
@@ -32,31 +33,33 @@ from tests.server import VENDOR, Observer, backend_id
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROW = "left-open-by-borrower"
+# Locks are server-wide: a key of this run's own, so concurrent runs do not meet.
+LOCK_KEY = os.getpid()
 
 if VENDOR == "postgresql":
     MESS = [
         "SET statement_timeout = '123s'",
         "CREATE TEMPORARY TABLE sapool_scratch (x int)",
-        "SELECT pg_advisory_lock(4242)",
+        f"SELECT pg_advisory_lock(4242, {LOCK_KEY})",
     ]
     READ_VARIABLE = "SHOW statement_timeout"
     VARIABLE_SET, VARIABLE_DEFAULT = "123s", "0"
     TEMP_TABLE_EXISTS = "SELECT to_regclass('sapool_scratch') IS NOT NULL"
     LOCK_HELD = (
-        "SELECT count(*) FROM pg_locks "
-        "WHERE locktype = 'advisory' AND objid = 4242 AND granted"
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        f"AND classid = 4242 AND objid = {LOCK_KEY} AND granted"
     )
 else:
     MESS = [
         "SET @sapool_variable = 'set'",
         "CREATE TEMPORARY TABLE sapool_scratch (x int)",
-        "SELECT GET_LOCK('sapool_lock', 0)",
+        f"SELECT GET_LOCK('sapool_lock_{LOCK_KEY}', 0)",
     ]
     READ_VARIABLE = "SELECT CAST(COALESCE(@sapool_variable, 'unset') AS CHAR)"
     VARIABLE_SET, VARIABLE_DEFAULT = "set", "unset"
     # information_schema.TEMPORARY_TABLES needs MariaDB 11.2; ask the table itself.
     TEMP_TABLE_EXISTS = "SELECT COUNT(*) + 1 FROM sapool_scratch"
-    LOCK_HELD = "SELECT IS_USED_LOCK('sapool_lock') IS NOT NULL"
+    LOCK_HELD = f"SELECT IS_USED_LOCK('sapool_lock_{LOCK_KEY}') IS NOT NULL"
 
 
 def one(wrapper: Any, sql: str) -> Any:
@@ -91,6 +94,9 @@ def row_committed(observer: Observer) -> bool:
     )
 
 
+# session_bound: what is kept lives in a server session, which in transaction
+# mode serves other clients between our transactions.
+@pytest.mark.session_bound
 @pytest.mark.parametrize(
     ("mode", "same_session", "variable_kept", "temp_kept", "lock_kept", "committed"),
     [
@@ -143,6 +149,9 @@ def test_a_raw_begin_in_autocommit_is_rolled_back(
     assert observer.alive([session]) == {session}, "rolled back, not discarded"
 
 
+# session_bound: tells "kept" by the server session, which in transaction mode
+# may differ between two transactions of one connection.
+@pytest.mark.session_bound
 def test_clean_connection_with_no_reset_is_kept(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -153,6 +162,8 @@ def test_clean_connection_with_no_reset_is_kept(
     assert backend_id(alias.wrapper()) == session
 
 
+# session_bound: as above ("reset and pooled again").
+@pytest.mark.session_bound
 def test_a_vanished_borrowers_transaction_is_rolled_back(
     pool_alias: Any, observer: Observer
 ) -> None:

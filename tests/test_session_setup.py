@@ -33,6 +33,9 @@ def role(observer: Observer) -> str:
     return name
 
 
+# session_bound: reads one server session's last statement; and assume_role's
+# SET ROLE would stay on a server session that then serves other clients.
+@pytest.mark.session_bound
 @pytest.mark.postgresql
 @pytest.mark.parametrize(("pre_ping", "ping"), [(False, None), (True, "ping")])
 def test_postgresql_checkout_and_checkin_send_nothing_else(
@@ -76,6 +79,8 @@ def test_mysql_request_costs_one_round_trip_per_query(
     assert after - before == cycles * (1 + extra) + 1
 
 
+# session_bound: as above, and DISCARD ALL must run in the session it resets.
+@pytest.mark.session_bound
 @pytest.mark.postgresql
 def test_discard_reapplies_time_zone_role_and_isolation_level(
     pool_alias: Any, observer: Observer, role: str
@@ -132,6 +137,8 @@ def test_discard_reapplies_isolation_level_and_init_command(
     assert one(nxt, "SELECT @@character_set_client") == charset
 
 
+# session_bound: checks the borrower got the same server session.
+@pytest.mark.session_bound
 @pytest.mark.postgresql
 def test_isolation_level_reaches_every_borrower(pool_alias: Any) -> None:
     from django.db.backends.postgresql.psycopg_any import IsolationLevel
@@ -152,6 +159,8 @@ def test_isolation_level_reaches_every_borrower(pool_alias: Any) -> None:
     borrower.rollback()
 
 
+# session_bound: prepared statements exist in one server session only.
+@pytest.mark.session_bound
 @pytest.mark.psycopg3
 def test_discard_with_psycopg3_prepared_statements(pool_alias: Any) -> None:
     # psycopg 3 caches prepared statements client-side; DISCARD ALL drops them
@@ -186,6 +195,8 @@ def test_discard_needs_no_password(pool_alias: Any, observer: Observer) -> None:
     assert observer.connections_so_far() == before
 
 
+# session_bound: tells "kept" by the server session (see test_reset.py).
+@pytest.mark.session_bound
 def test_failed_query_does_not_cost_the_connection(
     pool_alias: Any, observer: Observer
 ) -> None:

@@ -27,9 +27,10 @@ def test_keys_are_stable_and_all_present(pool_alias: Any) -> None:
     assert django_sapool.get_stats()[alias.name] == django_sapool.get_stats(alias.name)
 
 
-def test_counts_match_the_server_sessions(
-    pool_alias: Any, observer: Observer
-) -> None:
+# direct_server: counts the server sessions our pool opened; PgBouncer reuses
+# its own.
+@pytest.mark.direct_server
+def test_counts_match_the_server_sessions(pool_alias: Any, observer: Observer) -> None:
     alias = pool_alias(pool_size=2, max_overflow=1, timeout=30)
     seen: set[int] = set()
 
@@ -90,6 +91,8 @@ def test_waiting_and_timeouts(pool_alias: Any) -> None:
     holder.close()
 
 
+# session_bound: in transaction mode the client never sees the kill.
+@pytest.mark.session_bound
 def test_killed_connection_counts_as_invalidated(
     pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -110,6 +113,8 @@ def test_killed_connection_counts_as_invalidated(
     assert any("discarded" in r.getMessage() for r in caplog.records)
 
 
+# direct_server: expects a new server session after recycling.
+@pytest.mark.direct_server
 def test_recycled_connection_is_counted(pool_alias: Any, observer: Observer) -> None:
     alias = pool_alias(pool_size=1, recycle=1)
     wrapper = alias.wrapper()
@@ -125,6 +130,9 @@ def test_recycled_connection_is_counted(pool_alias: Any, observer: Observer) -> 
     assert stats["connections_invalidated"] == 0
 
 
+# session_bound: waits for the session of an earlier transaction to end; in
+# transaction mode the open one may have run in another.
+@pytest.mark.session_bound
 def test_failed_reset_is_counted_and_the_session_closed(
     pool_alias: Any, observer: Observer
 ) -> None:

@@ -17,7 +17,9 @@ import pytest
 
 from tests.server import VENDOR, Observer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# direct_server: DROP DATABASE and CREATE DATABASE ... TEMPLATE fail while
+# PgBouncer keeps server connections to the database.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.direct_server]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Beside this run's own test database, so that runs sharing a server (say,

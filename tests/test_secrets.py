@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.db import Error, OperationalError
 
+import django_sapool
 from django_sapool import registry
 from tests.server import VENDOR, Observer, backend_id
 
@@ -71,6 +72,7 @@ def test_password_stays_out_of_everything(
     assert not any(leaks(repr(pool)) or leaks(pool.config) for pool in pools)
     assert not leaks(repr(holder))
     assert not leaks(repr(holder.connection))
+    assert not leaks(django_sapool.get_stats())
     assert caplog.records, "the pool logged at DEBUG"
     for record in caplog.records:
         assert not leaks(record.getMessage()), record.getMessage()

@@ -190,3 +190,23 @@ def test_a_forked_child_starts_from_zero(pool_alias: Any) -> None:
         os.waitpid(pid, 0)
     assert django_sapool.get_stats(alias.name)["checked_out"] == 1
     wrapper.close()
+
+
+def test_log_levels_as_documented(
+    pool_alias: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="django_sapool")
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.1)
+    holder = alias.wrapper()
+    holder.ensure_connection()
+    with pytest.raises(django_sapool.PoolTimeout):
+        alias.wrapper().connect()
+    holder.close()
+    django_sapool.dispose(alias.name)
+    seen = [(r.levelname, r.getMessage().split(" ")[0]) for r in caplog.records]
+    assert ("INFO", "Pool") in seen  # "Pool created ..." and "Pool disposed ..."
+    assert ("DEBUG", "Checked") in seen  # "Checked out: ...", "Checked in: ..."
+    assert ("WARNING", "No") in seen  # "No connection available ..."
+    created = next(r for r in caplog.records if "Pool created" in r.getMessage())
+    assert created.levelno == logging.INFO
+    assert alias.name in created.getMessage()

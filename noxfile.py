@@ -69,6 +69,18 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def pgbouncer(session: nox.Session) -> None:
+    """The test suite through PgBouncer, transaction and session mode.
+
+    Needs the pgbouncer binary (Debian package pgbouncer); see docs/pgbouncer.md.
+    """
+    session.install(
+        ".[psycopg,psycopg2]", *nox.project.dependency_groups(PYPROJECT, "test")
+    )
+    session.run("python", "-m", "tests.run_behind_pgbouncer", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark pooled and unpooled configurations side by side (several minutes)."""
     session.install(

@@ -262,9 +262,7 @@ def main() -> None:
                 f"django suite: {driver} / {engine}: {len(apps)} apps ...", flush=True
             )
             runs[engine] = run_suite(driver, engine, apps, args.parallel, args.gis)
-            (RESULTS / f"{driver}{suffix}-{engine}.log").write_text(
-                runs[engine]["log"]
-            )
+            (RESULTS / f"{driver}{suffix}-{engine}.log").write_text(runs[engine]["log"])
         comparison = compare(
             driver, runs["stock"]["outcomes"], runs["sapool"]["outcomes"]
         )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("pytest_args", nargs="*", help="after --: for pytest")
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM (a CI timeout, kill): unwind, so PgBouncer is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     settings = dict(item.split("=", 1) for item in args.set)
     if find_pgbouncer() is None:
         print("pgbouncer is not installed: apt-get install pgbouncer", file=sys.stderr)

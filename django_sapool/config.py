@@ -8,6 +8,7 @@ the key and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -32,6 +33,15 @@ class PoolConfig:
     pre_ping: bool = False
     reset_on_return: ResetMode = "rollback"
     use_lifo: bool = False
+    #: Ours: each connection's recycle age is shortened by a random fraction
+    #: up to this, so connections opened together are not replaced together.
+    recycle_jitter: float = 0.1
+    #: Ours: warn, with the borrower's stack, about a connection checked out
+    #: longer than this many seconds (HikariCP's leakDetectionThreshold).
+    leak_timeout: float | None = None
+    #: Ours: connections opened at the pool's first checkout, so the first
+    #: requests after a start or a fork do not each pay for a connect.
+    prewarm: int = 0
 
     @classmethod
     def from_settings(cls, alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig:
@@ -66,7 +76,14 @@ class PoolConfig:
                     f"{allowed}, not {value!r}."
                 )
             values[key] = value
-        return cls(**values)
+        config = cls(**values)
+        if config.prewarm > config.pool_size:
+            raise ImproperlyConfigured(
+                f"{where}['OPTIONS'][{OPTIONS_KEY!r}]['prewarm'] must be at most "
+                f"pool_size ({config.pool_size}), not {config.prewarm!r}: the pool "
+                "keeps no more than pool_size connections open."
+            )
+        return config
 
 
 def check_not_django_pool(alias: str, options: Mapping[str, Any]) -> None:
@@ -87,7 +104,12 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real, finite number: an infinite timeout would be a hang."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -107,6 +129,15 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "one of " + ", ".join(repr(mode) for mode in RESET_MODES),
     ),
     "use_lifo": (lambda v: isinstance(v, bool), "True or False"),
+    "recycle_jitter": (
+        lambda v: _is_number(v) and 0 <= v < 1,
+        "a fraction from 0 (no jitter) up to, not including, 1",
+    ),
+    "leak_timeout": (
+        lambda v: v is None or (_is_number(v) and v > 0),
+        "a number of seconds > 0, or None to not watch for leaks",
+    ),
+    "prewarm": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 }
 assert set(_RULES) == {field.name for field in fields(PoolConfig)}
 

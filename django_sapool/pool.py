@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from . import registry
 from .config import PoolConfig
 from .errors import PoolTimeout
+from .leaks import LeakWatch
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -98,6 +100,10 @@ class DatabasePool:
         event.listen(self._pool, "invalidate", self._on_invalidate)
         self._timeout_error = timeout_error
         self.stats = registry.stats_for(alias)
+        self._leaks = (
+            LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
+        )
+        self._prewarm_pending = config.prewarm > 1
         logger.info("Pool created for alias %r (%s): %s", alias, description, config)
 
     def __repr__(self) -> str:
@@ -137,6 +143,8 @@ class DatabasePool:
         try:
             fairy = self._pool.connect()
             failure = None
+            if self._prewarm_pending:
+                self._prewarm()
         except sqlalchemy.exc.TimeoutError:
             failure = "requests_timeouts"
             error = self._exhausted(time.monotonic() - started)
@@ -146,6 +154,8 @@ class DatabasePool:
             self._connecting.borrower = None
             stats.checkout_ended((time.monotonic() - started) * 1000, failure)
         registry.lent_connections.add(fairy)
+        if self._leaks is not None:
+            self._leaks.lent(fairy)
         logger.debug("Checked out: %r", self)
         return fairy
 
@@ -155,6 +165,8 @@ class DatabasePool:
         Only for connections lent by this process (the wrapper checks).
         """
         registry.lent_connections.discard(fairy)
+        if self._leaks is not None:
+            self._leaks.returned(fairy)
         if discard:
             fairy.invalidate(_Unusable("Django found it unusable after an error"))
         elif self.retired or not self._reset(fairy.dbapi_connection, fairy.info):
@@ -189,6 +201,7 @@ class DatabasePool:
         if slot.get(OPENED) and not slot.pop(INVALIDATED, False):
             stats.add("connections_recycled")
         slot[OPENED] = True
+        self._jitter_age(record)
         record.info[INITIALISED] = False
         if not self.carried:
             self.carried = {
@@ -196,6 +209,45 @@ class DatabasePool:
             }
         logger.debug("New connection for alias %r (%s)", self.alias, self.description)
         return connection
+
+    def _jitter_age(self, record: ConnectionPoolEntry) -> None:
+        """Make a new connection look up to recycle * recycle_jitter older.
+
+        SQLAlchemy recycles a connection at checkout once ``time.time() -
+        starttime`` exceeds ``recycle``; an earlier start, drawn per
+        connection, spreads the replacement of connections opened together.
+        """
+        config = self.config
+        if config.recycle <= 0 or not config.recycle_jitter:
+            return
+        shift = random.uniform(0, config.recycle * config.recycle_jitter)
+        # Not before a pool-wide invalidation (a detected disconnect): the
+        # connection would look older than it and be replaced needlessly.
+        invalidated_at = self._pool._invalidate_time
+        entry: Any = record  # starttime is SQLAlchemy's, not in its interface
+        if invalidated_at:
+            shift = min(shift, max(0.0, entry.starttime - invalidated_at - 0.001))
+        entry.starttime -= shift
+
+    def _prewarm(self) -> None:
+        """At the first checkout, open connections up to ``prewarm``."""
+        self._prewarm_pending = False
+        extra: list[PoolProxiedConnection] = []
+        try:
+            # Held together, so that each connect opens a new connection.
+            while len(extra) + 1 < self.config.prewarm:
+                extra.append(self._pool.connect())
+        except Exception as exc:  # a warm-up failure must not fail the request
+            logger.warning(
+                "Alias %r: pre-warming stopped after %d extra connections (%s: %s)",
+                self.alias,
+                len(extra),
+                type(exc).__name__,
+                exc,
+            )
+        for fairy in extra:
+            fairy.info[RESET] = True  # fresh: nothing to reset
+            fairy.close()
 
     def _reset(self, connection: Any, info: dict[str, Any]) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""

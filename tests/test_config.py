@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import fields
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from django_sapool import PoolConfig
+
+LEAK_TIMEOUT_RULE = "a number of seconds > 0, or None to not watch for leaks"
 
 
 def config(options: Any = None, **settings: Any) -> PoolConfig:
@@ -27,6 +33,9 @@ def test_defaults_follow_sqlalchemy() -> None:
         pre_ping=False,
         reset_on_return="rollback",
         use_lifo=False,
+        recycle_jitter=0.1,
+        leak_timeout=None,
+        prewarm=0,
     )
 
 
@@ -39,6 +48,9 @@ def test_every_option_is_read() -> None:
         "pre_ping": True,
         "reset_on_return": "discard",
         "use_lifo": True,
+        "recycle_jitter": 0.25,
+        "leak_timeout": 30,
+        "prewarm": 2,
     }
     assert config(options) == PoolConfig(**options)
 
@@ -73,6 +85,7 @@ def test_pre_ping_follows_conn_health_checks_unless_set(
         ("max_overflow", -2, "an integer >= 0, or -1 for no limit"),
         ("max_overflow", None, "an integer >= 0, or -1 for no limit"),
         ("timeout", 0, "a number of seconds > 0"),
+        ("timeout", float("inf"), "a number of seconds > 0"),
         ("timeout", "30", "a number of seconds > 0"),
         ("recycle", 0, "a number of seconds > 0, or -1 to never recycle"),
         ("recycle", -5, "a number of seconds > 0, or -1 to never recycle"),
@@ -82,6 +95,24 @@ def test_pre_ping_follows_conn_health_checks_unless_set(
         ("reset_on_return", "DISCARD", "one of 'rollback', 'commit', 'discard', None"),
         ("reset_on_return", True, "one of 'rollback', 'commit', 'discard', None"),
         ("reset_on_return", False, "one of 'rollback', 'commit', 'discard', None"),
+        (
+            "recycle_jitter",
+            1,
+            "a fraction from 0 (no jitter) up to, not including, 1",
+        ),
+        (
+            "recycle_jitter",
+            -0.1,
+            "a fraction from 0 (no jitter) up to, not including, 1",
+        ),
+        ("leak_timeout", 0, "a number of seconds > 0, or None to not watch for leaks"),
+        (
+            "leak_timeout",
+            "5",
+            "a number of seconds > 0, or None to not watch for leaks",
+        ),
+        ("prewarm", -1, "an integer >= 0"),
+        ("prewarm", 1.0, "an integer >= 0"),
     ],
 )
 def test_wrong_value_names_alias_key_and_choices(
@@ -105,8 +136,8 @@ def test_unknown_key_suggests_the_nearest() -> None:
     )
     assert "Did you mean 'pool_size'?" in message
     assert (
-        "Valid keys: max_overflow, pool_size, pre_ping, recycle, reset_on_return, "
-        "timeout, use_lifo." in message
+        "Valid keys: leak_timeout, max_overflow, pool_size, pre_ping, prewarm, "
+        "recycle, recycle_jitter, reset_on_return, timeout, use_lifo." in message
     )
 
 
@@ -155,3 +186,102 @@ def test_a_false_djangos_pool_only_means_not_djangos(value: Any) -> None:
     # Django reads a false OPTIONS["pool"] as "no pool" (its own tests use it).
     settings = {"CONN_MAX_AGE": 0, "OPTIONS": {"pool": value}}
     assert PoolConfig.from_settings("orders", settings) == PoolConfig()
+
+
+def test_prewarm_cannot_exceed_pool_size() -> None:
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        config({"pool_size": 2, "prewarm": 3})
+    message = str(excinfo.value)
+    assert "DATABASES['orders']['OPTIONS']['sapool']['prewarm']" in message
+    assert "pool_size (2)" in message
+
+
+# Property-based: whatever a settings file holds, the answer is a PoolConfig
+# that means exactly what was given, or ImproperlyConfigured naming a key.
+
+KEYS = [field.name for field in fields(PoolConfig)]
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 50),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["rollback", "commit", "discard", "ROLLBACK", "", "5"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+VALID_VALUE = {
+    "pool_size": st.integers(1, 100),
+    "max_overflow": st.integers(-1, 100),
+    "timeout": st.floats(0.001, 1e6) | st.integers(1, 10**6),
+    "recycle": st.just(-1) | st.floats(0.001, 1e6) | st.integers(1, 10**6),
+    "pre_ping": st.booleans(),
+    "reset_on_return": st.sampled_from(["rollback", "commit", "discard", None]),
+    "use_lifo": st.booleans(),
+    "recycle_jitter": st.floats(0, 0.999) | st.just(0),
+    "leak_timeout": st.none() | st.floats(0.001, 1e6) | st.integers(1, 10**6),
+    "prewarm": st.integers(0, 1),
+}
+assert set(VALID_VALUE) == set(KEYS)
+
+
+def is_valid(key: str, value: Any, given: dict[str, Any]) -> bool:
+    """The documented range of each option, written out independently."""
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    number = (integer or isinstance(value, float)) and math.isfinite(value)
+    if key == "pool_size":
+        return integer and value >= 1
+    if key == "max_overflow":
+        return integer and value >= -1
+    if key == "timeout":
+        return number and value > 0
+    if key == "recycle":
+        return number and (value > 0 or value == -1)
+    if key in {"pre_ping", "use_lifo"}:
+        return isinstance(value, bool)
+    if key == "reset_on_return":
+        return value in ("rollback", "commit", "discard", None)
+    if key == "recycle_jitter":
+        return number and 0 <= value < 1
+    if key == "leak_timeout":
+        return value is None or (number and value > 0)
+    assert key == "prewarm"
+    size = given.get("pool_size", 5)
+    limit = size if is_valid("pool_size", size, {}) else float("inf")
+    return integer and 0 <= value <= limit
+
+
+PROPERTY = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@PROPERTY
+@given(st.dictionaries(st.sampled_from(KEYS), ANY_VALUE, max_size=5))
+def test_any_options_give_a_faithful_config_or_name_the_key(
+    options: dict[str, Any],
+) -> None:
+    wrong = [key for key, value in options.items() if not is_valid(key, value, options)]
+    if wrong:
+        with pytest.raises(ImproperlyConfigured) as excinfo:
+            config(options)
+        assert any(f"[{key!r}]" in str(excinfo.value) for key in wrong), options
+        return
+    result = config(options)
+    for key, value in options.items():
+        assert getattr(result, key) == value, (key, value)
+
+
+@PROPERTY
+@given(st.fixed_dictionaries({}, optional=VALID_VALUE))
+def test_valid_options_never_fail(options: dict[str, Any]) -> None:
+    result = config(options)
+    for key, value in options.items():
+        assert getattr(result, key) == value
+
+
+@PROPERTY
+@given(st.text(min_size=1, max_size=20).filter(lambda k: k not in KEYS), ANY_VALUE)
+def test_unknown_keys_are_named(key: str, value: Any) -> None:
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        config({key: value})
+    assert repr(key) in str(excinfo.value)

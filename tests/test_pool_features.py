@@ -1,0 +1,225 @@
+"""Leak detection, recycle jitter, pre-warming, and per-user pools, on real servers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import django_sapool
+from tests.server import VENDOR, Observer, backend_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def keep_the_connection_forever(wrapper: Any) -> int:
+    """Stands for a background loop that never gives its connection back."""
+    return backend_id(wrapper)
+
+
+def leak_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "checked out for" in r.getMessage()
+    ]
+
+
+# direct_server: the leaked connection is looked up by its server session.
+@pytest.mark.direct_server
+def test_a_connection_out_too_long_is_reported_with_its_stack(
+    pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="django_sapool")
+    alias = pool_alias(pool_size=2, leak_timeout=0.3)
+    quick = alias.wrapper()
+    backend_id(quick)
+    quick.close()  # back well within the limit: never reported
+    holder = alias.wrapper()
+    session = keep_the_connection_forever(holder)
+    deadline = time.monotonic() + 5
+    while not leak_warnings(caplog):
+        assert time.monotonic() < deadline, "no leak warning within 5 s"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the watcher keeps looking: still one warning, not one a look
+    (warning,) = leak_warnings(caplog)
+    assert repr(alias.name) in warning
+    assert "leak_timeout=0.3" in warning
+    assert repr(threading.current_thread().name) in warning
+    assert "keep_the_connection_forever" in warning  # where it was taken
+    # The server still has the session, lent and idle: a leak, not a failure.
+    assert observer.alive([session]) == {session}
+    holder.close()
+    returned = [r for r in caplog.records if "came back after" in r.getMessage()]
+    assert len(returned) == 1
+    assert returned[0].levelno == logging.INFO
+
+
+def test_no_warning_without_leak_timeout(
+    pool_alias: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="django_sapool")
+    holder = pool_alias(pool_size=1).wrapper()
+    backend_id(holder)
+    time.sleep(0.5)
+    holder.close()
+    assert leak_warnings(caplog) == []
+
+
+def replacement_times(alias: Any, count: int, seconds: float) -> list[float]:
+    """Open ``count`` connections at once; when was each replaced (recycled)?
+
+    Each round checks out all of them together, so each is checked for age
+    every round; a server session that is gone has been replaced.
+    """
+    wrappers = [alias.wrapper() for _ in range(count)]
+    originals = {backend_id(wrapper) for wrapper in wrappers}
+    for wrapper in wrappers:
+        wrapper.close()
+    assert len(originals) == count
+    started = time.monotonic()
+    replaced: dict[int, float] = {}
+    while len(replaced) < count and time.monotonic() - started < seconds:
+        now_ids = {backend_id(wrapper) for wrapper in wrappers}
+        for wrapper in wrappers:
+            wrapper.close()
+        for session in originals - now_ids - set(replaced):
+            replaced[session] = time.monotonic() - started
+        time.sleep(0.02)
+    assert len(replaced) == count, f"only {len(replaced)} of {count} recycled"
+    return sorted(replaced.values())
+
+
+# direct_server: tells connections apart by server session.
+@pytest.mark.direct_server
+def test_recycle_jitter_spreads_replacements(pool_alias: Any) -> None:
+    alias = pool_alias(pool_size=6, recycle=1.5, recycle_jitter=0.6)
+    times = replacement_times(alias, 6, seconds=4)
+    # Ages shortened by 0 to 0.9 s at random: replaced from 0.6 s to 1.5 s.
+    assert times[0] >= 0.5, times
+    assert times[-1] <= 1.5 + 0.3, times
+    assert times[-1] - times[0] >= 0.2, f"all replaced together: {times}"
+
+
+# direct_server: tells connections apart by server session.
+@pytest.mark.direct_server
+def test_without_jitter_connections_opened_together_go_together(
+    pool_alias: Any,
+) -> None:
+    alias = pool_alias(pool_size=6, recycle=1, recycle_jitter=0)
+    times = replacement_times(alias, 6, seconds=4)
+    assert times[-1] - times[0] < 0.1, times
+    assert times[0] >= 0.9, times
+
+
+# direct_server: counts our sessions on the server.
+@pytest.mark.direct_server
+def test_prewarm_opens_connections_at_first_checkout(
+    pool_alias: Any, observer: Observer
+) -> None:
+    before = observer.sessions_on_database()
+    alias = pool_alias(pool_size=4, prewarm=3)
+    first = alias.wrapper()
+    backend_id(first)
+    ours = observer.sessions_on_database() - before - {observer.own_id}
+    assert len(ours) == 3
+    stats = django_sapool.get_stats(alias.name)
+    assert (stats["connections_num"], stats["requests_num"]) == (3, 1)
+    # The warmed connections get Django's setup when first lent.
+    wrappers = [first, alias.wrapper(), alias.wrapper()]
+    assert {backend_id(wrapper) for wrapper in wrappers} == ours
+    # Something Django's setup changes from the server's default: the time
+    # zone (the cluster's is Etc/UTC), MySQL's isolation (REPEATABLE-READ).
+    if VENDOR == "postgresql":
+        setting, expected = "SHOW TIME ZONE", "UTC"
+    elif first.mysql_is_mariadb:
+        setting, expected = "SELECT @@session.tx_isolation", "READ-COMMITTED"
+    else:
+        setting, expected = "SELECT @@transaction_isolation", "READ-COMMITTED"
+    for wrapper in wrappers:
+        with wrapper.cursor() as cursor:
+            cursor.execute(setting)
+            assert cursor.fetchone()[0] == expected
+        wrapper.close()
+    assert django_sapool.get_stats(alias.name)["connections_num"] == 3
+
+
+OTHER_USER = "sapool_other_user"
+OTHER_PASSWORD = "other-Pa55"
+
+
+@pytest.fixture
+def other_user(observer: Observer) -> Iterator[dict[str, str]]:
+    """A second login on the same server and database."""
+    database = observer.wrapper.settings_dict["NAME"]
+    if VENDOR == "postgresql":
+        observer.rows(
+            f"DO $$ BEGIN CREATE ROLE {OTHER_USER} LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        observer.rows(f"ALTER ROLE {OTHER_USER} PASSWORD '{OTHER_PASSWORD}'")
+        observer.rows(f'GRANT ALL ON DATABASE "{database}" TO {OTHER_USER}')
+        yield {"USER": OTHER_USER, "PASSWORD": OTHER_PASSWORD}
+        observer.rows(f'REVOKE ALL ON DATABASE "{database}" FROM {OTHER_USER}')
+    else:
+        host = observer.wrapper.settings_dict["HOST"] or "localhost"
+        account = f"'{OTHER_USER}'@'{host}'"
+        observer.rows(
+            f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{OTHER_PASSWORD}'"
+        )
+        observer.rows(f"GRANT ALL ON `{database}`.* TO {account}")
+        yield {"USER": OTHER_USER, "PASSWORD": OTHER_PASSWORD}
+        observer.rows(f"DROP USER {account}")
+
+
+# direct_server: the login user is the server's; the test PgBouncer logs in
+# as one user whoever the client says it is.
+@pytest.mark.direct_server
+def test_aliases_with_different_users_never_share_a_connection(
+    pool_alias: Any, other_user: dict[str, str]
+) -> None:
+    default_user = pool_alias(pool_size=2, max_overflow=2)
+    second_user = pool_alias(pool_size=2, max_overflow=2, settings=other_user)
+    expected = {
+        default_user.name: default_user.settings_dict["USER"],
+        second_user.name: OTHER_USER,
+    }
+    current_user = (
+        "SELECT current_user"
+        if VENDOR == "postgresql"
+        else "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
+    )
+    seen: dict[str, set[int]] = {name: set() for name in expected}
+    wrong: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def requests() -> None:
+        try:
+            wrappers = [default_user.wrapper(), second_user.wrapper()]
+            for _ in range(40):
+                for wrapper in wrappers:
+                    with wrapper.cursor() as cursor:
+                        cursor.execute(current_user)
+                        user = cursor.fetchone()[0]
+                    session = backend_id(wrapper)
+                    wrapper.close()
+                    with lock:
+                        seen[wrapper.alias].add(session)
+                        if user != expected[wrapper.alias]:
+                            wrong.append((wrapper.alias, user))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=requests) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert wrong == []
+    assert seen[default_user.name].isdisjoint(seen[second_user.name])

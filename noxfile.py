@@ -81,6 +81,21 @@ def pgbouncer(session: nox.Session) -> None:
 
 
 @nox.session
+def faults(session: nox.Session) -> None:
+    """The fault scenarios alone, with their figures, once per driver."""
+    session.install(
+        ".[psycopg,psycopg2,mysqlclient]",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
+    )
+    for driver in _drivers():
+        session.log(f"--- driver: {driver}")
+        session.run(
+            "pytest", "-m", "faults", "-s", *session.posargs,
+            env={"SAPOOL_TEST_DRIVER": driver},
+        )  # fmt: skip
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark pooled and unpooled configurations side by side (several minutes)."""
     session.install(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .config import PoolConfig
-from .errors import PoolTimeout, SAPoolError
+from .errors import PoolTimeout, SAPoolError, ServerUnavailable
 from .registry import dispose
 from .stats import get_stats, pop_stats
 
@@ -18,6 +18,7 @@ __all__ = [
     "PoolConfig",
     "PoolTimeout",
     "SAPoolError",
+    "ServerUnavailable",
     "__version__",
     "dispose",
     "get_stats",

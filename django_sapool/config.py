@@ -42,6 +42,10 @@ class PoolConfig:
     #: Ours: connections opened at the pool's first checkout, so the first
     #: requests after a start or a fork do not each pay for a connect.
     prewarm: int = 0
+    #: Ours: after a failed connect, pause further attempts (from 0.1 s,
+    #: doubling up to this); meanwhile checkouts needing a new connection
+    #: fail at once with ServerUnavailable. 0 turns it off.
+    reconnect_backoff: float = 2.0
 
     @classmethod
     def from_settings(cls, alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig:
@@ -138,6 +142,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a number of seconds > 0, or None to not watch for leaks",
     ),
     "prewarm": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "reconnect_backoff": (
+        lambda v: _is_number(v) and v >= 0,
+        "a number of seconds >= 0 (0: no back-off)",
+    ),
 }
 assert set(_RULES) == {field.name for field in fields(PoolConfig)}
 

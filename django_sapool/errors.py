@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 from types import ModuleType
+from typing import TypeVar
 
 from django.db import OperationalError
+
+_E = TypeVar("_E", bound="SAPoolError")
 
 
 class SAPoolError(Exception):
@@ -25,11 +28,33 @@ class PoolTimeout(SAPoolError, OperationalError):
     __module__ = "django_sapool"
 
 
+class ServerUnavailable(SAPoolError, OperationalError):
+    """The server refused or timed out a connect moments ago: failing fast.
+
+    Raised, without a connect attempt, by checkouts that would need a new
+    connection while the pool backs off after a failed one, so that requests
+    fail at once instead of each waiting for a connect (or for ``timeout``).
+    A driver ``OperationalError`` subclass, like PoolTimeout.
+    """
+
+    __module__ = "django_sapool"
+
+
 @functools.cache
 def pool_timeout_class(database: ModuleType) -> type[PoolTimeout]:
     """Return PoolTimeout specialised to the driver module ``database``."""
+    return _driver_class(PoolTimeout, database)
+
+
+@functools.cache
+def server_unavailable_class(database: ModuleType) -> type[ServerUnavailable]:
+    """Return ServerUnavailable specialised to the driver module ``database``."""
+    return _driver_class(ServerUnavailable, database)
+
+
+def _driver_class(base: type[_E], database: ModuleType) -> type[_E]:
     return type(
-        "PoolTimeout",
-        (PoolTimeout, database.OperationalError),
-        {"__module__": "django_sapool", "__doc__": PoolTimeout.__doc__},
+        base.__name__,
+        (base, database.OperationalError),
+        {"__module__": "django_sapool", "__doc__": base.__doc__},
     )

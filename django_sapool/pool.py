@@ -22,7 +22,7 @@ from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from . import registry
 from .config import PoolConfig
-from .errors import PoolTimeout
+from .errors import PoolTimeout, ServerUnavailable
 from .leaks import LeakWatch
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class DatabasePool:
         dialect_url: str,
         session: Session,
         timeout_error: type[PoolTimeout],
+        unavailable_error: type[ServerUnavailable],
         description: str,
     ) -> None:
         self.alias = alias
@@ -99,6 +100,11 @@ class DatabasePool:
         event.listen(self._pool, "checkin", self._on_checkin)
         event.listen(self._pool, "invalidate", self._on_invalidate)
         self._timeout_error = timeout_error
+        self._unavailable_error = unavailable_error
+        # Fail fast while the server is down (see _connect_failed).
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._connect_error = ""
         self.stats = registry.stats_for(alias)
         self._leaks = (
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
@@ -141,6 +147,8 @@ class DatabasePool:
         stats.checkout_started()
         started = time.monotonic()
         try:
+            if self._retry_at:
+                self._hold_back_while_down()
             fairy = self._pool.connect()
             failure = None
             if self._prewarm_pending:
@@ -191,9 +199,16 @@ class DatabasePool:
         started = time.monotonic()
         try:
             connection = borrower.sapool_open_connection(conn_params)
+        except Exception as exc:
+            self.stats.add("connections_errors")
+            self._connect_failed(exc)
+            raise
         except BaseException:
             self.stats.add("connections_errors")
             raise
+        if self._retry_at:
+            logger.info("Alias %r: connected again; no more failing fast", self.alias)
+            self._retry_at = self._backoff = 0.0
         stats, slot = self.stats, record.record_info
         assert slot is not None
         stats.add("connections_num")
@@ -209,6 +224,43 @@ class DatabasePool:
             }
         logger.debug("New connection for alias %r (%s)", self.alias, self.description)
         return connection
+
+    def _connect_failed(self, error: Exception) -> None:
+        """Back off: no new connect for a while (0.1 s, doubling to the limit)."""
+        limit = self.config.reconnect_backoff
+        if not limit:
+            return
+        self._backoff = min(max(self._backoff * 2, 0.1), limit)
+        self._retry_at = time.monotonic() + self._backoff
+        self._connect_error = f"{type(error).__name__}: {error}".strip()
+        logger.warning(
+            "Alias %r: connecting failed (%s); checkouts that need a new "
+            "connection fail at once for the next %.1f s",
+            self.alias,
+            self._connect_error,
+            self._backoff,
+        )
+
+    def _hold_back_while_down(self) -> None:
+        """Raise ServerUnavailable instead of trying to connect during back-off.
+
+        A checkout that finds an idle connection goes ahead. Once the pause is
+        over, one checkout gets to try (it moves the next try further out for
+        the others); if it connects, the back-off ends.
+        """
+        now = time.monotonic()
+        if now >= self._retry_at:
+            self._retry_at = now + self._backoff
+            return
+        if self._pool.checkedin():
+            return
+        raise self._unavailable_error(
+            f"Database alias {self.alias!r} is unreachable: a connect attempt "
+            f"failed moments ago ({self._connect_error}); the pool tries again "
+            f"in {self._retry_at - now:.1f} s and fails checkouts at once "
+            "meanwhile (reconnect_backoff="
+            f"{self.config.reconnect_backoff:g})."
+        )
 
     def _jitter_age(self, record: ConnectionPoolEntry) -> None:
         """Make a new connection look up to recycle * recycle_jitter older.

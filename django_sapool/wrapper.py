@@ -22,11 +22,14 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from . import registry
 from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
-from .errors import pool_timeout_class
+from .errors import pool_timeout_class, server_unavailable_class
 from .pool import INITIALISED, DatabasePool, describe
 from .reset import Session
 
 logger = logging.getLogger("django_sapool")
+#: The driver's connect_timeout (seconds; libpq and MySQL alike) unless
+#: OPTIONS["connect_timeout"] is set.
+DEFAULT_CONNECT_TIMEOUT = 10
 
 
 class PooledDatabaseWrapperMixin:
@@ -72,6 +75,8 @@ class PooledDatabaseWrapperMixin:
         params: dict[str, Any] = super().get_connection_params()  # type: ignore[misc]
         params.pop(OPTIONS_KEY, None)
         params.pop("pool", None)  # False; Django removes it itself only on PG 5.1+
+        # A stalled server must not hang a worker in connect() for minutes.
+        params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         return params
 
     # Not @async_unsafe: only connect() calls it, and connect() is.
@@ -194,6 +199,7 @@ class PooledDatabaseWrapperMixin:
             dialect_url=self.sapool_dialect_url,
             session=self.sapool_session_class(conn_params),
             timeout_error=pool_timeout_class(self.Database),
+            unavailable_error=server_unavailable_class(self.Database),
             description=describe(conn_params),
         )
 

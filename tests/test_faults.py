@@ -1,0 +1,232 @@
+"""Faults: a server that is down or stalled, an exhausted pool, failing borrowers.
+
+Each scenario drives traffic through our backend against the real server (a
+TCP proxy of our own in between where the network must misbehave) and prints
+its figures: requests attempted, succeeded, failed, and what the server saw.
+Run alone with ``nox -s faults``; they are part of ``nox -s tests`` too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, OperationalError, connection, transaction
+
+import django_sapool
+from tests.server import Observer, backend_id
+from tests.tcp_proxy import TcpProxy, tcp_proxy
+from tests.testapp.models import Item
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
+
+
+@pytest.fixture
+def proxy(pool_alias: Any) -> Iterator[TcpProxy]:
+    settings_dict = pool_alias().settings_dict
+    with tcp_proxy(settings_dict["HOST"], int(settings_dict["PORT"])) as running:
+        yield running
+
+
+def figures(scenario: str, **counts: object) -> None:
+    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def attempt(alias: Any) -> tuple[bool, float, BaseException | None]:
+    """One request cycle: (succeeded, seconds it took, the error if any)."""
+    wrapper = alias.wrapper()
+    started = time.monotonic()
+    try:
+        backend_id(wrapper)
+        return True, time.monotonic() - started, None
+    except OperationalError as exc:
+        return False, time.monotonic() - started, exc
+    finally:
+        wrapper.close()
+
+
+def failed_fast(error: BaseException | None) -> bool:
+    """Django's OperationalError caused by our ServerUnavailable?"""
+    cause = getattr(error, "__cause__", None)
+    return isinstance(cause, django_sapool.ServerUnavailable)
+
+
+def test_server_down_at_start_fails_fast_then_recovers(
+    pool_alias: Any, proxy: TcpProxy, observer: Observer
+) -> None:
+    proxy.refuse()
+    alias = pool_alias(
+        pool_size=2, timeout=30, reconnect_backoff=0.5,
+        settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+    )  # fmt: skip
+    outcomes: list[tuple[bool, float, BaseException | None]] = []
+
+    def requests() -> None:
+        for _ in range(10):
+            outcomes.append(attempt(alias))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=requests) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = django_sapool.get_stats(alias.name)
+    fast = [o for o in outcomes if failed_fast(o[2])]
+    figures(
+        "server down at start",
+        attempted=len(outcomes),
+        succeeded=sum(o[0] for o in outcomes),
+        failed_fast=len(fast),
+        connect_attempts=stats["connections_errors"],
+        slowest_s=round(max(o[1] for o in outcomes), 3),
+    )
+    assert not any(ok for ok, _, _ in outcomes)
+    # A clear error at once, never a wait for the pool's 30 s timeout.
+    assert max(seconds for _, seconds, _ in outcomes) < 2
+    assert len(fast) > 20  # most never tried to connect
+    assert stats["connections_errors"] < 10
+    assert "unreachable" in str(fast[0][2])
+
+    proxy.forward()  # the server is back: traffic resumes, no restart
+    deadline = time.monotonic() + 0.5 + 2
+    while not attempt(alias)[0]:
+        assert time.monotonic() < deadline, "not recovered after the back-off"
+        time.sleep(0.05)
+    wrapper = alias.wrapper()
+    session = backend_id(wrapper)
+    wrapper.close()
+    assert observer.alive([session]) == {session}
+
+
+def test_a_stalled_connect_is_bounded_by_connect_timeout(
+    pool_alias: Any, proxy: TcpProxy
+) -> None:
+    proxy.stall()  # the handshake completes, the server never answers
+    alias = pool_alias(
+        pool_size=1,
+        settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+        options={"connect_timeout": 2},
+    )
+    ok, seconds, error = attempt(alias)
+    figures("stalled connect", succeeded=ok, seconds=round(seconds, 2))
+    assert not ok
+    assert isinstance(error, OperationalError)
+    assert 1.5 < seconds < 6  # the driver's connect_timeout, not forever
+
+
+def test_connect_timeout_is_set_unless_given(pool_alias: Any) -> None:
+    assert pool_alias().wrapper().get_connection_params()["connect_timeout"] == 10
+    given = pool_alias(options={"connect_timeout": 3}).wrapper()
+    assert given.get_connection_params()["connect_timeout"] == 3
+
+
+def test_exhaustion_under_50_threads(pool_alias: Any, observer: Observer) -> None:
+    alias = pool_alias(pool_size=2, max_overflow=1, timeout=0.5)
+    baseline = observer.sessions_on_database() | {observer.own_id}
+    most_at_once = 0
+    done = threading.Event()
+    outcomes: list[tuple[str, float]] = []
+
+    def watch() -> None:
+        nonlocal most_at_once
+        watcher = Observer()
+        try:
+            while not done.is_set():
+                now = len(watcher.sessions_on_database() - baseline)
+                most_at_once = max(most_at_once, now)
+                time.sleep(0.005)
+        finally:
+            watcher.close()
+
+    def request() -> None:
+        wrapper = alias.wrapper()
+        started = time.monotonic()
+        try:
+            backend_id(wrapper)
+            time.sleep(0.1)  # the view's work, connection held
+            outcomes.append(("ok", time.monotonic() - started))
+        except OperationalError as exc:
+            kind = type(exc.__cause__).__name__
+            outcomes.append((kind, time.monotonic() - started))
+        finally:
+            wrapper.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=request) for _ in range(50)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        done.set()
+        watcher.join()
+    stats = django_sapool.get_stats(alias.name)
+    timeouts = [seconds for kind, seconds in outcomes if kind == "PoolTimeout"]
+    figures(
+        "exhaustion, 50 threads on pool_size=2 max_overflow=1 timeout=0.5",
+        attempted=len(outcomes),
+        succeeded=len(outcomes) - len(timeouts),
+        timed_out=len(timeouts),
+        server_sessions_max=most_at_once,
+        checked_out_after=stats["checked_out"],
+    )
+    assert len(outcomes) == 50
+    assert {kind for kind, _ in outcomes} <= {"ok", "PoolTimeout"}
+    assert timeouts, "50 threads on 3 connections must time some out"
+    assert all(0.4 < seconds < 2.0 for seconds in timeouts)  # about `timeout`
+    assert most_at_once <= 3
+    assert stats["checked_out"] == 0
+    ours = observer.sessions_on_database() - baseline
+    assert len(ours) <= 2  # the overflow one closed on return
+    assert observer.idle_in_transaction(ours) == set()
+
+
+class ViewCrashed(Exception):
+    """An exception in a view, inside atomic()."""
+
+
+class Interrupted(BaseException):
+    """Stands for KeyboardInterrupt or SystemExit arriving mid-transaction."""
+
+
+def write_then_fail(error: type[BaseException]) -> None:
+    with transaction.atomic():
+        Item.objects.create(name="half-written")
+        raise error
+
+
+def write_twice(*names: str) -> None:
+    with transaction.atomic():
+        for name in names:
+            Item.objects.create(name=name)
+
+
+@pytest.mark.parametrize("error", [ViewCrashed, Interrupted])
+def test_a_borrower_failing_mid_transaction_leaves_nothing(
+    observer: Observer, error: type[BaseException]
+) -> None:
+    session = backend_id(connection)
+    with pytest.raises(error):
+        write_then_fail(error)
+    connection.close()  # the request ends: back to the pool
+    assert observer.idle_in_transaction([session]) == set()
+    assert not Item.objects.filter(name="half-written").exists()  # next request
+    assert observer.alive([session]) == {session}  # rolled back and kept
+    connection.close()
+
+
+def test_an_integrity_error_in_atomic_is_rolled_back(observer: Observer) -> None:
+    Item.objects.create(name="taken")
+    session = backend_id(connection)
+    with pytest.raises(IntegrityError):
+        write_twice("other", "taken")
+    connection.close()
+    assert observer.idle_in_transaction([session]) == set()
+    assert list(Item.objects.values_list("name", flat=True)) == ["taken"]
+    connection.close()

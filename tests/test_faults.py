@@ -131,6 +131,8 @@ def test_connect_timeout_is_set_unless_given(pool_alias: Any) -> None:
     assert given.get_connection_params()["connect_timeout"] == 3
 
 
+# direct_server: counts our sessions on the server.
+@pytest.mark.direct_server
 def test_exhaustion_under_50_threads(pool_alias: Any, observer: Observer) -> None:
     alias = pool_alias(pool_size=2, max_overflow=1, timeout=0.5)
     baseline = observer.sessions_on_database() | {observer.own_id}
@@ -239,6 +241,8 @@ def test_an_integrity_error_in_atomic_is_rolled_back(observer: Observer) -> None
     connection.close()
 
 
+# direct_server: kills our server sessions; behind PgBouncer they are its own.
+@pytest.mark.direct_server
 @pytest.mark.parametrize("pre_ping", [False, True], ids=["no pre_ping", "pre_ping"])
 def test_sessions_killed_under_load(
     pool_alias: Any, observer: Observer, pre_ping: bool

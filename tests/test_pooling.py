@@ -160,6 +160,8 @@ def wsgi_get(path: str) -> Any:
     return json.loads(body)
 
 
+# direct_server: counts server sessions; PgBouncer spreads requests over its own.
+@pytest.mark.direct_server
 def test_requests_through_django_reuse_pooled_sessions(observer: Observer) -> None:
     if VENDOR == "mysql":
         connections_before = observer.connections_so_far()

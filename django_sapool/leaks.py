@@ -68,9 +68,15 @@ class LeakWatch:
 
     def overdue(self, now: float) -> list[Loan]:
         """Loans past the limit not reported yet; marks them reported."""
+        while True:
+            try:  # borrowers' threads add and remove loans meanwhile
+                loans = list(self._loans.values())
+                break
+            except RuntimeError:
+                continue
         late = [
             loan
-            for loan in list(self._loans.values())
+            for loan in loans
             if not loan.reported and now - loan.started > self.limit
         ]
         for loan in late:

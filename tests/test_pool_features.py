@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -148,7 +149,10 @@ def test_prewarm_opens_connections_at_first_checkout(
     assert django_sapool.get_stats(alias.name)["connections_num"] == 3
 
 
-OTHER_USER = "sapool_other_user"
+# One MySQL user per run (dropped after the test); the PostgreSQL role stays.
+OTHER_USER = (
+    "sapool_other_user" if VENDOR == "postgresql" else f"sapool_oth_{os.getpid()}"
+)
 OTHER_PASSWORD = "other-Pa55"
 
 

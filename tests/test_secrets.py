@@ -7,6 +7,7 @@ really is used (and would show up if anything leaked it).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,9 @@ from tests.server import VENDOR, Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-USER = "sapool_secret_user"
+# MySQL users are dropped after each test: one per run, so that runs sharing
+# a server do not drop each other's. PostgreSQL roles stay (only revoked).
+USER = "sapool_secret_user" if VENDOR == "postgresql" else f"sapool_sec_{os.getpid()}"
 PASSWORD = "Pa55-SAPOOL-SECRET-9b1f"
 
 

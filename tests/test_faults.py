@@ -191,8 +191,11 @@ def test_exhaustion_under_50_threads(pool_alias: Any, observer: Observer) -> Non
     assert all(0.4 < seconds < 2.0 for seconds in timeouts)  # about `timeout`
     assert most_at_once <= 3
     assert stats["checked_out"] == 0
-    ours = observer.sessions_on_database() - baseline
-    assert len(ours) <= 2  # the overflow one closed on return
+    # The overflow connection was closed on return; the server notices soon.
+    deadline = time.monotonic() + 5
+    while len(ours := observer.sessions_on_database() - baseline) > 2:
+        assert time.monotonic() < deadline, f"still {len(ours)} sessions of ours"
+        time.sleep(0.05)
     assert observer.idle_in_transaction(ours) == set()
 
 

@@ -157,20 +157,6 @@ class Observer:
             self.value("SELECT query FROM pg_stat_activity WHERE pid = %s", [backend])
         )
 
-    def round_trips_so_far(self) -> int:
-        """MySQL: statements plus pings the server has received from all clients.
-
-        Questions counts statements (COM_QUERY), Com_admin_commands counts
-        COM_PING and friends. Reading them is itself one statement: callers
-        compare differences and subtract their own reads.
-        """
-        assert VENDOR == "mysql"
-        rows = self.rows(
-            "SHOW GLOBAL STATUS "
-            "WHERE Variable_name IN ('Questions', 'Com_admin_commands')"
-        )
-        return sum(int(value) for _, value in rows)
-
     def connections_so_far(self) -> int:
         """MySQL: connection attempts the server has accepted (Connections)."""
         assert VENDOR == "mysql"

@@ -42,10 +42,14 @@ class PoolConfig:
     #: Ours: connections opened at the pool's first checkout, so the first
     #: requests after a start or a fork do not each pay for a connect.
     prewarm: int = 0
-    #: Ours: after a failed connect, pause further attempts (from 0.1 s,
-    #: doubling up to this); meanwhile checkouts needing a new connection
-    #: fail at once with ServerUnavailable. 0 turns it off.
-    reconnect_backoff: float = 2.0
+    #: Ours: after a failed connect, one checkout at a time tries to connect;
+    #: the others wait for its outcome up to this many seconds, then fail with
+    #: ServerUnavailable (see gate.py). None: every checkout tries itself.
+    unreachable_wait: float | None = 2.0
+    #: Ours: the longest the pool's own round trips (pre-ping, reset on
+    #: checkin, the check after an error) may take before the connection is
+    #: cut and discarded (see watchdog.py). None: no limit.
+    ping_timeout: float | None = 10.0
 
     @classmethod
     def from_settings(cls, alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig:
@@ -142,9 +146,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a number of seconds > 0, or None to not watch for leaks",
     ),
     "prewarm": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "reconnect_backoff": (
-        lambda v: _is_number(v) and v >= 0,
-        "a number of seconds >= 0 (0: no back-off)",
+    "unreachable_wait": (
+        lambda v: v is None or (_is_number(v) and v >= 0),
+        "a number of seconds >= 0, or None to let every checkout try to connect",
+    ),
+    "ping_timeout": (
+        lambda v: v is None or (_is_number(v) and v > 0),
+        "a number of seconds > 0, or None for no limit",
     ),
 }
 assert set(_RULES) == {field.name for field in fields(PoolConfig)}

@@ -23,7 +23,9 @@ from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from . import registry
 from .config import PoolConfig
 from .errors import PoolTimeout, ServerUnavailable
+from .gate import ConnectGate, Unreachable
 from .leaks import LeakWatch
+from .watchdog import watchdog
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -101,10 +103,9 @@ class DatabasePool:
         event.listen(self._pool, "invalidate", self._on_invalidate)
         self._timeout_error = timeout_error
         self._unavailable_error = unavailable_error
-        # Fail fast while the server is down (see _connect_failed).
-        self._retry_at = 0.0
-        self._backoff = 0.0
-        self._connect_error = ""
+        self._gate = ConnectGate(alias, config.unreachable_wait)
+        if config.pre_ping and config.ping_timeout is not None:
+            self._bound_pings(self._pool._dialect)
         self.stats = registry.stats_for(alias)
         self._leaks = (
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
@@ -141,14 +142,12 @@ class DatabasePool:
         self, borrower: Borrower, conn_params: dict[str, Any]
     ) -> PoolProxiedConnection:
         """Lend a connection; a new one is opened by ``borrower`` if needed."""
-        self._connecting.borrower = (borrower, conn_params)
         stats = self.stats
         failure: str | None = "requests_errors"
         stats.checkout_started()
         started = time.monotonic()
+        self._connecting.borrower = (borrower, conn_params, started)
         try:
-            if self._retry_at:
-                self._hold_back_while_down()
             fairy = self._pool.connect()
             failure = None
             if self._prewarm_pending:
@@ -195,20 +194,19 @@ class DatabasePool:
         borrower_and_params = getattr(self._connecting, "borrower", None)
         if borrower_and_params is None:
             raise RuntimeError("django_sapool pools open connections only at checkout")
-        borrower, conn_params = borrower_and_params
+        borrower, conn_params, checkout_started = borrower_and_params
+        try:
+            probe = self._gate.enter(checkout_started)
+        except Unreachable as verdict:
+            raise self._unavailable_error(str(verdict)) from None
         started = time.monotonic()
         try:
             connection = borrower.sapool_open_connection(conn_params)
-        except Exception as exc:
+        except BaseException as exc:
             self.stats.add("connections_errors")
-            self._connect_failed(exc)
+            self._gate.failed(probe, started, exc)
             raise
-        except BaseException:
-            self.stats.add("connections_errors")
-            raise
-        if self._retry_at:
-            logger.info("Alias %r: connected again; no more failing fast", self.alias)
-            self._retry_at = self._backoff = 0.0
+        self._gate.succeeded(probe)
         stats, slot = self.stats, record.record_info
         assert slot is not None
         stats.add("connections_num")
@@ -225,42 +223,25 @@ class DatabasePool:
         logger.debug("New connection for alias %r (%s)", self.alias, self.description)
         return connection
 
-    def _connect_failed(self, error: Exception) -> None:
-        """Back off: no new connect for a while (0.1 s, doubling to the limit)."""
-        limit = self.config.reconnect_backoff
-        if not limit:
-            return
-        self._backoff = min(max(self._backoff * 2, 0.1), limit)
-        self._retry_at = time.monotonic() + self._backoff
-        self._connect_error = f"{type(error).__name__}: {error}".strip()
-        logger.warning(
-            "Alias %r: connecting failed (%s); checkouts that need a new "
-            "connection fail at once for the next %.1f s",
-            self.alias,
-            self._connect_error,
-            self._backoff,
-        )
+    def bounded_call(self, connection: Any, what: str) -> int | None:
+        """Start timing one of the pool's own round trips (see watchdog)."""
+        limit = self.config.ping_timeout
+        if limit is None:
+            return None
+        return watchdog.start(connection, limit, self.alias, what)
 
-    def _hold_back_while_down(self) -> None:
-        """Raise ServerUnavailable instead of trying to connect during back-off.
+    def _bound_pings(self, dialect: Any) -> None:
+        """Time SQLAlchemy's pre-ping: it calls this pool's own dialect's do_ping."""
+        ping = dialect.do_ping
 
-        A checkout that finds an idle connection goes ahead. Once the pause is
-        over, one checkout gets to try (it moves the next try further out for
-        the others); if it connects, the back-off ends.
-        """
-        now = time.monotonic()
-        if now >= self._retry_at:
-            self._retry_at = now + self._backoff
-            return
-        if self._pool.checkedin():
-            return
-        raise self._unavailable_error(
-            f"Database alias {self.alias!r} is unreachable: a connect attempt "
-            f"failed moments ago ({self._connect_error}); the pool tries again "
-            f"in {self._retry_at - now:.1f} s and fails checkouts at once "
-            "meanwhile (reconnect_backoff="
-            f"{self.config.reconnect_backoff:g})."
-        )
+        def bounded_ping(connection: Any) -> Any:
+            call = self.bounded_call(connection, "the pre-ping")
+            try:
+                return ping(connection)
+            finally:
+                watchdog.finish(call)
+
+        dialect.do_ping = bounded_ping
 
     def _jitter_age(self, record: ConnectionPoolEntry) -> None:
         """Make a new connection look up to recycle * recycle_jitter older.
@@ -304,6 +285,8 @@ class DatabasePool:
     def _reset(self, connection: Any, info: dict[str, Any]) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""
         mode = self.config.reset_on_return
+        # Never cut a commit short: the client could not tell if it happened.
+        call = None if mode == "commit" else self.bounded_call(connection, "a reset")
         try:
             if mode == "discard":
                 self.session.discard(connection)
@@ -328,6 +311,8 @@ class DatabasePool:
                 exc,
             )
             return False
+        finally:
+            watchdog.finish(call)
         return True
 
     def _on_checkin(self, connection: Any, record: ConnectionPoolEntry) -> None:

@@ -25,6 +25,7 @@ from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
 from .errors import pool_timeout_class, server_unavailable_class
 from .pool import INITIALISED, DatabasePool, describe
 from .reset import Session
+from .watchdog import watchdog
 
 logger = logging.getLogger("django_sapool")
 #: The driver's connect_timeout (seconds; libpq and MySQL alike) unless
@@ -145,9 +146,15 @@ class PooledDatabaseWrapperMixin:
         """After an error: is the connection beyond reuse?"""
         pool = self._sapool_pool
         assert pool is not None
+        if pool.session.is_broken(self.connection):
+            return True
         # Django clears errors_occurred once is_usable() said the connection
         # is fine, so this ping only runs if Django has not asked already.
-        return pool.session.is_broken(self.connection) or not self.is_usable()  # type: ignore[attr-defined]
+        call = pool.bounded_call(self.connection, "the check after an error")
+        try:
+            return not self.is_usable()  # type: ignore[attr-defined]
+        finally:
+            watchdog.finish(call)
 
     def close_pool(self) -> None:
         """Dispose this alias's pools in this process.

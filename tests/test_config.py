@@ -51,7 +51,8 @@ def test_every_option_is_read() -> None:
         "recycle_jitter": 0.25,
         "leak_timeout": 30,
         "prewarm": 2,
-        "reconnect_backoff": 5,
+        "unreachable_wait": 0.5,
+        "ping_timeout": 3,
     }
     assert config(options) == PoolConfig(**options)
 
@@ -113,7 +114,12 @@ def test_pre_ping_follows_conn_health_checks_unless_set(
             "a number of seconds > 0, or None to not watch for leaks",
         ),
         ("prewarm", -1, "an integer >= 0"),
-        ("reconnect_backoff", -1, "a number of seconds >= 0 (0: no back-off)"),
+        (
+            "unreachable_wait",
+            -1,
+            "a number of seconds >= 0, or None to let every checkout try to connect",
+        ),
+        ("ping_timeout", 0, "a number of seconds > 0, or None for no limit"),
         ("prewarm", 1.0, "an integer >= 0"),
     ],
 )
@@ -138,9 +144,9 @@ def test_unknown_key_suggests_the_nearest() -> None:
     )
     assert "Did you mean 'pool_size'?" in message
     assert (
-        "Valid keys: leak_timeout, max_overflow, pool_size, pre_ping, prewarm, "
-        "reconnect_backoff, recycle, recycle_jitter, reset_on_return, timeout, "
-        "use_lifo." in message
+        "Valid keys: leak_timeout, max_overflow, ping_timeout, pool_size, pre_ping, "
+        "prewarm, recycle, recycle_jitter, reset_on_return, timeout, "
+        "unreachable_wait, use_lifo." in message
     )
 
 
@@ -223,7 +229,8 @@ VALID_VALUE = {
     "recycle_jitter": st.floats(0, 0.999) | st.just(0),
     "leak_timeout": st.none() | st.floats(0.001, 1e6) | st.integers(1, 10**6),
     "prewarm": st.integers(0, 1),
-    "reconnect_backoff": st.floats(0, 1e6) | st.integers(0, 10**6),
+    "unreachable_wait": st.none() | st.floats(0, 1e6) | st.integers(0, 10**6),
+    "ping_timeout": st.none() | st.floats(0.001, 1e6) | st.integers(1, 10**6),
 }
 assert set(VALID_VALUE) == set(KEYS)
 
@@ -248,8 +255,10 @@ def is_valid(key: str, value: Any, given: dict[str, Any]) -> bool:
         return number and 0 <= value < 1
     if key == "leak_timeout":
         return value is None or (number and value > 0)
-    if key == "reconnect_backoff":
-        return number and value >= 0
+    if key == "unreachable_wait":
+        return value is None or (number and value >= 0)
+    if key == "ping_timeout":
+        return value is None or (number and value > 0)
     assert key == "prewarm"
     size = given.get("pool_size", 5)
     limit = size if is_valid("pool_size", size, {}) else float("inf")

@@ -71,10 +71,11 @@ def observer_address() -> dict[str, str]:
 class Observer:
     """An unpooled connection that reports what the server sees."""
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: Any) -> None:
+        """``settings`` override the test database's (another server, say)."""
         backend = load_backend(STOCK_ENGINE)
         self.wrapper = backend.DatabaseWrapper(
-            stock_settings(**observer_address()),
+            stock_settings(**(settings or observer_address())),
             alias=f"observer{next(_observer_ids)}",
         )
         self.own_id = backend_id(self.wrapper)

@@ -32,7 +32,7 @@ from django.db.utils import load_backend
 import django_sapool
 from tests.server import Observer, backend_id, backend_id_sql
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
 
 def python_fork() -> int:

@@ -42,7 +42,12 @@ from tests.recipes.settings import MAX_OVERFLOW, POOL_SIZE
 from tests.server import VENDOR, Observer
 
 # direct_server: each recipe tells worker processes apart by server session.
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.direct_server]
+# faults: the forking-server scenarios of the fault suite (nox -s faults).
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.direct_server,
+    pytest.mark.faults,
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -395,6 +400,14 @@ def check_forked_workers(
     # Between requests every connection is back in a pool, rolled back.
     assert not sessions.idle_in_transaction()
     assert len(sessions.ids()) <= WORKERS * PER_PROCESS + master
+    scenario = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split()[0]
+    print(
+        f"\n[fault] forking server {scenario}: requests={len(results)}, errors=0, "
+        f"workers={len(used)}, distinct_sessions_per_worker="
+        f"{sorted(len(ids) for ids in used.values())}, shared_sessions=0, "
+        f"server_sessions_max={sessions.peak}, "
+        f"master_session_kept={loaded_in_master}"
+    )
     return used
 
 

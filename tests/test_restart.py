@@ -1,0 +1,186 @@
+"""Fault: the database server restarts while 8 threads send requests.
+
+The server is a private one (tests/private_server.py), so the restart harms
+no other run. Each request writes two rows in one transaction and commits.
+Afterwards the server is asked what it holds: every acknowledged request's
+two rows, and no request with only one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.db import Error as DatabaseError
+
+import django_sapool
+from tests import settings as test_settings
+from tests.conftest import IN_CI
+from tests.private_server import PrivateServer, start_private_server
+from tests.server import Observer
+
+# direct_server: the private server is reached directly, never through PgBouncer.
+pytestmark = [pytest.mark.faults, pytest.mark.direct_server]
+
+
+@pytest.fixture(autouse=True)
+def _database_access(django_db_blocker: Any) -> Iterator[None]:
+    """Only the private server is used: the test database is never touched."""
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture(scope="module")
+def server(django_db_blocker: Any) -> Iterator[PrivateServer]:
+    with django_db_blocker.unblock():
+        yield from _server()
+
+
+def _server() -> Iterator[PrivateServer]:
+    private = start_private_server(test_settings.VENDOR)
+    if private is None:
+        message = f"no {test_settings.VENDOR} server binaries to start a private one"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    observer = Observer(**private.settings)
+    observer.rows(
+        "CREATE TABLE restart_rows (request VARCHAR(60) NOT NULL, part INT NOT NULL)"
+    )
+    observer.close()
+    yield private
+    private.close()
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    started: float
+    ended: float
+    request: str
+
+
+def restart_under_load(
+    pool_alias: Any, server: PrivateServer, *, pre_ping: bool, pause: bool
+) -> tuple[list[Outcome], float, dict[str, int]]:
+    """Run the load across a restart: outcomes, when the server was back, stats.
+
+    The stats are the pool's at the end, with ``stale``: the connections it
+    had open when the server went down. ``pause``: no requests while it is
+    down, so every stale connection is still in the pool when it is back.
+    """
+    alias = pool_alias(
+        pool_size=8, max_overflow=0, pre_ping=pre_ping, settings=server.settings
+    )
+    prefix = uuid.uuid4().hex[:8]
+    stop, running = threading.Event(), threading.Event()
+    running.set()
+    outcomes: list[Outcome] = []
+    crashes: list[BaseException] = []
+
+    def requests(thread: int) -> None:
+        wrapper = alias.wrapper()
+        number = 0
+        while running.wait() and not stop.is_set():
+            request, number = f"{prefix}-{thread}-{number}", number + 1
+            started, ok = time.monotonic(), False
+            try:
+                wrapper.set_autocommit(False)
+                with wrapper.cursor() as cursor:
+                    for part in (1, 2):
+                        cursor.execute(
+                            "INSERT INTO restart_rows (request, part) VALUES (%s, %s)",
+                            [request, part],
+                        )
+                wrapper.commit()
+                ok = True
+            except DatabaseError:
+                pass
+            except BaseException as exc:  # anything else is a bug of ours
+                crashes.append(exc)
+                raise
+            finally:
+                wrapper.close()
+            outcomes.append(Outcome(ok, started, time.monotonic(), request))
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=requests, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    if pause:
+        running.clear()
+        time.sleep(0.1)  # requests under way end
+    stale = django_sapool.get_stats(alias.name)["connections_open"]
+    server.stop()
+    time.sleep(0.5)  # down: requests meanwhile fail, quickly
+    server.start()  # returns once the server accepts connections
+    back = time.monotonic()
+    running.set()
+    time.sleep(1.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not crashes
+    return outcomes, back, {**django_sapool.get_stats(alias.name), "stale": stale}
+
+
+@pytest.mark.parametrize("pause", [False, True], ids=["steady load", "paused load"])
+@pytest.mark.parametrize("pre_ping", [False, True], ids=["no pre_ping", "pre_ping"])
+def test_server_restart_under_load(
+    pool_alias: Any, server: PrivateServer, pre_ping: bool, pause: bool
+) -> None:
+    outcomes, back, stats = restart_under_load(
+        pool_alias, server, pre_ping=pre_ping, pause=pause
+    )
+    stale = stats["stale"]
+    observer = Observer(**server.settings)
+    parts = dict(
+        observer.rows(
+            "SELECT request, COUNT(*) FROM restart_rows WHERE request IN "
+            f"({', '.join(['%s'] * len(outcomes))}) GROUP BY request",
+            [o.request for o in outcomes],
+        )
+    )
+    sessions = observer.value(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        if test_settings.VENDOR == "postgresql"
+        else "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+        "WHERE COMMAND <> 'Daemon'"
+    )
+    observer.close()
+    failed = [o for o in outcomes if not o.ok]
+    after_back = [o for o in outcomes if o.started > back]
+    acknowledged = [o for o in outcomes if o.ok]
+    label = ("pre_ping" if pre_ping else "no pre_ping") + (
+        ", paused while down" if pause else ""
+    )
+    print(
+        f"\n[fault] server restart under load ({label}): "
+        f"attempted={len(outcomes)}, succeeded={len(acknowledged)}, "
+        f"failed={len(failed)}, failed_after_back={sum(not o.ok for o in after_back)}, "
+        f"stale_connections={stale}, "
+        f"connects_failed={stats['connections_errors']}, "
+        f"connections_opened={stats['connections_num']}, "
+        f"rows_acknowledged={2 * len(acknowledged)}, "
+        f"rows_found={sum(parts.values())}, "
+        f"slowest_s={max(o.ended - o.started for o in outcomes):.2f}, "
+        f"server_sessions_at_end={int(sessions) - 1}"
+    )
+    # Nothing committed is lost; nothing half-written is committed.
+    assert all(parts.get(o.request) == 2 for o in acknowledged)
+    assert set(parts.values()) <= {2}
+    # Failures are quick, not hangs on a dead socket.
+    assert max(o.ended - o.started for o in outcomes) < 5
+    assert sum(o.ok for o in after_back) > 0  # traffic resumed, no app restart
+    if pre_ping:  # no request that starts after the server is back fails
+        assert all(o.ok for o in after_back)
+    else:  # each stale connection fails one request at most, then is gone
+        assert sum(not o.ok for o in after_back) <= stale
+        if pause:  # all stale ones were still pooled: each failed once
+            assert sum(not o.ok for o in after_back) > 0

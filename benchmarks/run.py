@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.servers import MySQLServer, PostgreSQLCluster, free_port
+from benchmarks.servers import MySQLServer, PostgreSQLCluster
+from tests.private_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -12,27 +12,21 @@ Both report what the server saw: statements (and pings) and connections.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.private_server import free_port, postgres_bindir
+
 BENCH_USER = "sapool_bench"
 BENCH_DB = "sapool_bench"
 ROWS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -198,21 +192,13 @@ _PG_STATEMENT = re.compile(r"LOG:  (statement|execute [^:]*): ")
 
 
 def _postgres_bindir() -> str:
-    if os.environ.get("SAPOOL_BENCH_PG_BINDIR"):
-        return os.environ["SAPOOL_BENCH_PG_BINDIR"]
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(p.split("/")[4]),
-    )
-    if candidates:
-        return str(Path(candidates[-1]).parent)
-    initdb = shutil.which("initdb")
-    if initdb:
-        return str(Path(initdb).parent)
-    raise SystemExit(
-        "benchmark: no PostgreSQL binaries (initdb) found; "
-        "install postgresql or set SAPOOL_BENCH_PG_BINDIR"
-    )
+    found = postgres_bindir()
+    if found is None:
+        raise SystemExit(
+            "benchmark: no PostgreSQL binaries (initdb) found; "
+            "install postgresql or set SAPOOL_PG_BINDIR"
+        )
+    return str(found)
 
 
 class MySQLServer:

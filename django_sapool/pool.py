@@ -285,21 +285,25 @@ class DatabasePool:
     def _reset(self, connection: Any, info: dict[str, Any]) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""
         mode = self.config.reset_on_return
-        # Never cut a commit short: the client could not tell if it happened.
-        call = None if mode == "commit" else self.bounded_call(connection, "a reset")
+        call = None
         try:
+            if mode != "discard" and self.session.in_transaction(connection) is False:
+                return True  # the usual case: nothing to send, nothing to time
+            if mode is None:
+                self.stats.add("reset_failures")
+                logger.warning(
+                    "Alias %r: connection returned inside a transaction with "
+                    "reset_on_return=None; closing it instead of pooling it",
+                    self.alias,
+                )
+                return False
+            # A round trip: time it, but never cut a commit short (the client
+            # could not tell whether it happened).
+            if mode != "commit":
+                call = self.bounded_call(connection, "a reset")
             if mode == "discard":
                 self.session.discard(connection)
                 info[INITIALISED] = False
-            elif mode is None:
-                if self.session.in_transaction(connection) is not False:
-                    self.stats.add("reset_failures")
-                    logger.warning(
-                        "Alias %r: connection returned inside a transaction with "
-                        "reset_on_return=None; closing it instead of pooling it",
-                        self.alias,
-                    )
-                    return False
             else:
                 self.session.end_transaction(connection, commit=mode == "commit")
         except Exception as exc:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tests.private_server import free_port
+
 PoolMode = Literal["session", "transaction", "statement"]
 
 #: Where Debian and most distributions install the binary; /usr/sbin is not on
@@ -131,13 +133,6 @@ def find_pgbouncer() -> str | None:
     if chosen:
         return shutil.which(chosen)
     return shutil.which("pgbouncer", path=_SEARCH_PATH)
-
-
-def _free_port() -> int:
-    """A loopback port nobody listens on (PgBouncer binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -269,7 +264,7 @@ def running_pgbouncer(
         password = upstream.password.replace('"', '""')
         write("userlist.txt", f'"{upstream.user}" "{password}"\n')
         for attempt in range(3):  # the free port may be taken before we bind it
-            port = _free_port()
+            port = free_port()
             ini = write(
                 "pgbouncer.ini",
                 _config(

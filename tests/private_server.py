@@ -4,8 +4,9 @@ Restarting the shared server would break every other run using it, so the
 restart scenario starts a private one from the same binaries: a new PostgreSQL
 cluster (initdb, pg_ctl) or MariaDB data directory (mariadb-install-db,
 mariadbd) in a temporary directory, on a free loopback port, with no password.
-Binaries are looked up in the usual Debian places; SAPOOL_TEST_PG_BINDIR and
-SAPOOL_TEST_MARIADB_BINDIR point elsewhere.
+Binaries are looked up in the usual Debian places; SAPOOL_PG_BINDIR and
+SAPOOL_MARIADB_BINDIR point elsewhere. The benchmark's servers share the
+port and binary lookups.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 _AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on (the caller binds it moments later)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -42,7 +44,7 @@ class PrivateServer:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sapool-server-"))
-        self.port = _free_port()
+        self.port = free_port()
 
     def start(self) -> None:
         raise NotImplementedError
@@ -143,16 +145,23 @@ class PrivateMariaDB(PrivateServer):
 
 
 def postgres_bindir() -> Path | None:
-    given = os.environ.get("SAPOOL_TEST_PG_BINDIR")
+    """The newest installed PostgreSQL's programs (initdb, pg_ctl), if any."""
+    given = os.environ.get("SAPOOL_PG_BINDIR")
     if given:
         return Path(given)
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda path: int(path.split("/")[4]),
+    )
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
 
 
 def mariadb_programs() -> tuple[Path, Path] | None:
     """mariadbd and mariadb-install-db (Debian puts them in sbin and bin)."""
-    dirs = [os.environ.get("SAPOOL_TEST_MARIADB_BINDIR", ""), "/usr/sbin", "/usr/bin"]
+    dirs = [os.environ.get("SAPOOL_MARIADB_BINDIR", ""), "/usr/sbin", "/usr/bin"]
     found = []
     for program in ("mariadbd", "mariadb-install-db"):
         paths = [Path(d) / program for d in dirs if d] + [

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.private_server import free_port
 from tests.recipes.gunicorn_conf import EXIT_PAUSE
 from tests.recipes.settings import MAX_OVERFLOW, POOL_SIZE
 from tests.server import VENDOR, Observer
@@ -272,12 +273,6 @@ def spawn(login: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Progr
     yield start
     for program in started:
         program.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def need_module(name: str) -> None:

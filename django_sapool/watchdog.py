@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any
 
+from . import registry
+
 logger = logging.getLogger("django_sapool")
 
 #: How often the watchdog looks: a call is cut at most this late.
@@ -37,6 +39,12 @@ class Watchdog:
         self._keys = itertools.count()
         self._pid = 0
 
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's calls and lock are not ours."""
+        self._lock = threading.Lock()
+        self._calls = {}
+        self._pid = 0
+
     def start(self, connection: Any, limit: float, alias: str, what: str) -> int | None:
         """Note a call on ``connection`` that must end within ``limit`` seconds."""
         try:
@@ -44,9 +52,10 @@ class Watchdog:
         except Exception:  # closed already: the call will fail by itself
             return None
         key = next(self._keys)
+        if self._pid and self._pid != os.getpid():
+            self.forget_parent()  # forked from C, without Python's fork hooks
         with self._lock:
-            if self._pid != os.getpid():  # first use, or a forked child
-                self._calls.clear()
+            if not self._pid:  # first use in this process
                 self._pid = os.getpid()
                 threading.Thread(
                     target=self._run, name="django_sapool watchdog", daemon=True
@@ -98,3 +107,4 @@ def _shut_down(fd: int) -> None:
 
 
 watchdog = Watchdog()
+registry.on_fork_in_child(watchdog.forget_parent)

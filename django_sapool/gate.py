@@ -25,7 +25,7 @@ logger = logging.getLogger("django_sapool")
 
 
 class Unreachable(Exception):
-    """The gate's verdict: the server failed a connect begun after this checkout."""
+    """The gate's verdict: fail this checkout now (the message says why)."""
 
 
 class ConnectGate:

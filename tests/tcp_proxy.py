@@ -45,10 +45,15 @@ class TcpProxy:
     def stall(self) -> None:
         self._set_mode("stall")
 
-    def refuse(self) -> None:
-        """Drop every connection and refuse new ones (RST), like a down server."""
+    def refuse(self, *, drop_existing: bool = True) -> None:
+        """Refuse new connections (RST) and drop the others, like a down server.
+
+        ``drop_existing=False``: open connections carry on (a server out of
+        connection slots, say).
+        """
         self._set_mode("refuse")
-        self._drop_all()
+        if drop_existing:
+            self._drop_all()
 
     def close(self) -> None:
         self._closed.set()
@@ -65,12 +70,7 @@ class TcpProxy:
         with self._lock:
             doomed, self._sockets = self._sockets, set()
         for sock in doomed:
-            with contextlib.suppress(OSError):
-                # SO_LINGER 0: close with a reset, as a dying server's kernel does.
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0"
-                )
-                sock.close()
+            _reset(sock)
 
     def _accept(self) -> None:
         self._listener.settimeout(0.1)
@@ -84,9 +84,7 @@ class TcpProxy:
             with self._lock:
                 mode = self.mode
             if mode == "refuse":
-                with self._lock:
-                    self._sockets.add(client)
-                self._drop_all()
+                _reset(client)
                 continue
             self._track(client)
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
@@ -127,6 +125,13 @@ class TcpProxy:
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a dying server's kernel does."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        sock.close()
 
 
 @contextlib.contextmanager

@@ -147,6 +147,25 @@ def test_while_connects_hang_one_checkout_at_a_time_tries(
     assert ok, error
 
 
+def test_an_idle_connection_is_lent_while_connects_fail(
+    pool_alias: Any, proxy: TcpProxy
+) -> None:
+    """Failing fast is about new connections only; a pooled one is still lent."""
+    alias = pool_alias(
+        pool_size=2, settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)}
+    )
+    holder = alias.wrapper()
+    session = backend_id(holder)  # the pool's only connection, checked out
+    proxy.refuse(drop_existing=False)  # new connections fail from now on
+    assert not attempt(alias)[0]  # needed a new connection: closes the gate
+    holder.close()  # the healthy one goes back to the pool
+    wrapper = alias.wrapper()
+    assert backend_id(wrapper) == session  # lent at once, no connect tried
+    wrapper.close()
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["connections_errors"] == 1
+
+
 @pytest.mark.parametrize("stage", ["pre-ping", "reset"])
 def test_a_stalled_network_cannot_hang_the_pools_round_trips(
     pool_alias: Any, proxy: TcpProxy, stage: str

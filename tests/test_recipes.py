@@ -588,6 +588,15 @@ def test_uwsgi(
         # SIGHUP to a worker: it finishes and exits; the master respawns it.
         lambda workers: os.kill(min(workers), signal.SIGHUP),
     )
+    # Stop only once the respawned worker is up: uWSGI can miss the stop of a
+    # worker still loading the app (seen with lazy-apps), and wait for it.
+    deadline = time.monotonic() + 15
+    while len(program.members() - {program.pid}) < WORKERS or (
+        lazy_apps and program.log.read_text().count("WSGI app 0") < WORKERS + 1
+    ):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the retired worker was not replaced:\n{program.output()}")
+        time.sleep(0.05)
     program.stop()
     sessions.wait_none()
 

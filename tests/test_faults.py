@@ -147,6 +147,8 @@ def test_while_connects_hang_one_checkout_at_a_time_tries(
     assert ok, error
 
 
+# direct_server: tells connections apart by server session.
+@pytest.mark.direct_server
 def test_an_idle_connection_is_lent_while_connects_fail(
     pool_alias: Any, proxy: TcpProxy
 ) -> None:

@@ -48,13 +48,16 @@ def _server() -> Iterator[PrivateServer]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    observer = Observer(**private.settings)
-    observer.rows(
-        "CREATE TABLE restart_rows (request VARCHAR(60) NOT NULL, part INT NOT NULL)"
-    )
-    observer.close()
-    yield private
-    private.close()
+    try:  # the server goes away with the run, whatever fails
+        observer = Observer(**private.settings)
+        observer.rows(
+            "CREATE TABLE restart_rows "
+            "(request VARCHAR(60) NOT NULL, part INT NOT NULL)"
+        )
+        observer.close()
+        yield private
+    finally:
+        private.close()
 
 
 @dataclass

@@ -51,6 +51,13 @@ class PoolConfig:
     #: cut and discarded (see watchdog.py). None: no limit.
     ping_timeout: float | None = 10.0
 
+    @property
+    def pool_max(self) -> int:
+        """Most connections open at once; -1 when max_overflow=-1 (no limit)."""
+        if self.max_overflow == -1:
+            return -1
+        return self.pool_size + self.max_overflow
+
     @classmethod
     def from_settings(cls, alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig:
         """Validate one alias's settings; raise ImproperlyConfigured on any mistake."""

@@ -44,7 +44,10 @@ GAUGES = (
 #: What each key means (README table, Prometheus help texts).
 DESCRIPTIONS = {
     "pool_size": "configured pool_size: connections kept open",
-    "pool_max": "pool_size + max_overflow: most connections at once",
+    "pool_max": (
+        "pool_size + max_overflow: most connections at once; -1 for no limit "
+        "(max_overflow=-1)"
+    ),
     "connections_open": "connections open now, lent or idle",
     "checked_out": "connections lent to Django now",
     "idle": "open connections waiting in the pool",

@@ -214,3 +214,16 @@ def test_log_levels_as_documented(
     created = next(r for r in caplog.records if "Pool created" in r.getMessage())
     assert created.levelno == logging.INFO
     assert alias.name in created.getMessage()
+
+
+def test_an_unlimited_pool_reports_no_maximum(pool_alias: Any) -> None:
+    # max_overflow=-1 means no limit, not pool_size - 1.
+    alias = pool_alias(pool_size=1, max_overflow=-1)
+    wrappers = [alias.wrapper() for _ in range(3)]
+    for wrapper in wrappers:
+        wrapper.ensure_connection()
+    stats = django_sapool.get_stats(alias.name)
+    assert (stats["pool_size"], stats["pool_max"]) == (1, -1)
+    assert stats["checked_out"] == 3
+    for wrapper in wrappers:
+        wrapper.close()

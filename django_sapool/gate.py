@@ -67,6 +67,13 @@ class ConnectGate:
                 self._changed.wait(remaining)
             return False
 
+    def failed_since(self, started: float) -> bool:
+        """Whether a connect attempt that began at or after ``started`` failed."""
+        return self._failed_at >= started > 0 and self._failed_at > 0
+
+    def no_connection_message(self) -> str:
+        return self._verdict("failed while this request waited for a free connection")
+
     def succeeded(self, probe: bool) -> None:
         """A connect worked: the server is reachable, open the gate."""
         if not self._failed_at and not probe:

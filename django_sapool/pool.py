@@ -8,7 +8,9 @@ wrapper is captured.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import random
 import threading
@@ -25,6 +27,7 @@ from .config import PoolConfig
 from .errors import PoolTimeout, ServerUnavailable
 from .gate import ConnectGate, Unreachable
 from .leaks import LeakWatch
+from .reaper import reaper
 from .watchdog import watchdog
 
 if TYPE_CHECKING:
@@ -80,6 +83,10 @@ class DatabasePool:
         #: connection of this pool, given to every borrower.
         self.carried: dict[str, Any] = {}
         self._connecting = threading.local()
+        # A waiting checkout looks up every `_wait_slice` seconds: while the
+        # server is failing (see _gate), waiting the full timeout for a
+        # connection to come back would only delay the same failure.
+        self._wait_slice = _wait_slice(config.timeout, config.unreachable_wait)
         # A QueuePool with the driver's real dialect: its ping and its
         # disconnect detection (a bare QueuePool cannot pre-ping).
         pool = create_pool_from_url(
@@ -88,7 +95,7 @@ class DatabasePool:
             creator=self._open,
             pool_size=config.pool_size,
             max_overflow=config.max_overflow,
-            timeout=config.timeout,
+            timeout=self._wait_slice,
             recycle=config.recycle,
             pre_ping=config.pre_ping,
             # Checkin is ours (see release): SQLAlchemy's rollback is unconditional.
@@ -111,6 +118,7 @@ class DatabasePool:
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
         )
         self._prewarm_pending = config.prewarm > 1
+        reaper.start()
         logger.info("Pool created for alias %r (%s): %s", alias, description, config)
 
     def __repr__(self) -> str:
@@ -131,7 +139,7 @@ class DatabasePool:
             idle = sum(1 for record in list(queue) if record.dbapi_connection)
         return {
             "pool_size": config.pool_size,
-            "pool_max": config.pool_size + config.max_overflow,
+            "pool_max": config.pool_max,
             "connections_open": checked_out + idle,
             "checked_out": checked_out,
             "idle": idle,
@@ -148,7 +156,7 @@ class DatabasePool:
         started = time.monotonic()
         self._connecting.borrower = (borrower, conn_params, started)
         try:
-            fairy = self._pool.connect()
+            proxied = self._wait_for_connection(started)
             failure = None
             if self._prewarm_pending:
                 self._prewarm()
@@ -160,27 +168,57 @@ class DatabasePool:
         finally:
             self._connecting.borrower = None
             stats.checkout_ended((time.monotonic() - started) * 1000, failure)
-        registry.lent_connections.add(fairy)
+        registry.lent_connections.add(proxied)
         if self._leaks is not None:
-            self._leaks.lent(fairy)
+            self._leaks.lent(proxied)
         logger.debug("Checked out: %r", self)
-        return fairy
+        return proxied
 
-    def release(self, fairy: PoolProxiedConnection, *, discard: bool) -> None:
+    def _wait_for_connection(self, started: float) -> PoolProxiedConnection:
+        """The pool's checkout, waiting up to timeout for a connection to free up.
+
+        QueuePool waits in slices: a checkout that finds no idle connection
+        while connects fail, since it began, gives up at the end of its slice
+        (ServerUnavailable) instead of after the whole timeout.
+        """
+        deadline = started + self.config.timeout
+        while True:
+            try:
+                return self._pool.connect()
+            except sqlalchemy.exc.TimeoutError:
+                if self._gate.failed_since(started):
+                    raise self._unavailable_error(
+                        self._gate.no_connection_message()
+                    ) from None
+                if deadline - time.monotonic() < self._wait_slice / 2:
+                    raise
+
+    def release(
+        self,
+        proxied: PoolProxiedConnection,
+        *,
+        discard: bool,
+        cursors: list[Any] | tuple[()] = (),
+        named_cursors: bool = False,
+    ) -> None:
         """Take a connection back: reset it for reuse, or close it for good.
 
+        ``cursors`` are the driver cursors made during the loan: each is
+        closed first, so none can run on the next borrower's session.
         Only for connections lent by this process (the wrapper checks).
         """
-        registry.lent_connections.discard(fairy)
+        registry.lent_connections.discard(proxied)
         if self._leaks is not None:
-            self._leaks.returned(fairy)
+            self._leaks.returned(proxied)
         if discard:
-            fairy.invalidate(_Unusable("Django found it unusable after an error"))
-        elif self.retired or not self._reset(fairy.dbapi_connection, fairy.info):
-            fairy.invalidate()
+            proxied.invalidate(_Unusable("Django found it unusable after an error"))
+        elif self.retired or not self._reset(
+            proxied.dbapi_connection, proxied.info, cursors, named_cursors
+        ):
+            proxied.invalidate()
         else:
-            fairy.info[RESET] = True
-            fairy.close()
+            proxied.info[RESET] = True
+            proxied.close()
         logger.debug("Checked in: %r", self)
 
     def retire(self) -> None:
@@ -237,9 +275,10 @@ class DatabasePool:
         def bounded_ping(connection: Any) -> Any:
             call = self.bounded_call(connection, "the pre-ping")
             try:
-                return ping(connection)
+                alive = ping(connection)
             finally:
-                watchdog.finish(call)
+                cut = watchdog.finish(call)
+            return alive and not cut  # cut: the socket is shut down
 
         dialect.do_ping = bounded_ping
 
@@ -263,33 +302,58 @@ class DatabasePool:
         entry.starttime -= shift
 
     def _prewarm(self) -> None:
-        """At the first checkout, open connections up to ``prewarm``."""
+        """At the first checkout, open connections up to ``prewarm``.
+
+        Only into free capacity: each new connection goes straight into the
+        pool as idle, and warming stops, never waits, once the pool holds
+        pool_size connections (other requests may have taken them meanwhile).
+        """
         self._prewarm_pending = False
-        extra: list[PoolProxiedConnection] = []
+        pool, opened = self._pool, 0
         try:
-            # Held together, so that each connect opens a new connection.
-            while len(extra) + 1 < self.config.prewarm:
-                extra.append(self._pool.connect())
+            while opened + 1 < self.config.prewarm and pool.overflow() < 0:
+                if not pool._inc_overflow():
+                    break
+                try:
+                    record = pool._create_connection()
+                except BaseException:
+                    pool._dec_overflow()
+                    raise
+                record.info[RESET] = True  # fresh: nothing to reset
+                pool._do_return_conn(record)
+                opened += 1
         except Exception as exc:  # a warm-up failure must not fail the request
             logger.warning(
                 "Alias %r: pre-warming stopped after %d extra connections (%s: %s)",
                 self.alias,
-                len(extra),
+                opened,
                 type(exc).__name__,
                 exc,
             )
-        for fairy in extra:
-            fairy.info[RESET] = True  # fresh: nothing to reset
-            fairy.close()
 
-    def _reset(self, connection: Any, info: dict[str, Any]) -> bool:
+    def _reset(
+        self,
+        connection: Any,
+        info: dict[str, Any],
+        cursors: list[Any] | tuple[()] = (),
+        named_cursors: bool = False,
+    ) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""
-        mode = self.config.reset_on_return
+        mode, session = self.config.reset_on_return, self.session
         call = None
         try:
-            if mode != "discard" and self.session.in_transaction(connection) is False:
+            if named_cursors and mode != "commit":
+                # Closing a server-side cursor is a round trip.
+                call = self.bounded_call(connection, "a reset")
+            for cursor in cursors:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+                if not session.cursor_is_closed(cursor):
+                    return False  # it could still run: better no connection
+            in_transaction = session.in_transaction(connection)
+            if in_transaction is False and mode != "discard" and not named_cursors:
                 return True  # the usual case: nothing to send, nothing to time
-            if mode is None:
+            if mode is None and in_transaction is not False:
                 self.stats.add("reset_failures")
                 logger.warning(
                     "Alias %r: connection returned inside a transaction with "
@@ -299,13 +363,19 @@ class DatabasePool:
                 return False
             # A round trip: time it, but never cut a commit short (the client
             # could not tell whether it happened).
-            if mode != "commit":
-                call = self.bounded_call(connection, "a reset")
             if mode == "discard":
-                self.session.discard(connection)
+                call = call or self.bounded_call(connection, "a reset")
+                session.discard(connection)
                 info[INITIALISED] = False
-            else:
-                self.session.end_transaction(connection, commit=mode == "commit")
+                return True
+            if mode is not None:
+                if call is None and mode != "commit":
+                    call = self.bounded_call(connection, "a reset")
+                session.end_transaction(connection, commit=mode == "commit")
+            if named_cursors:
+                # WITH HOLD cursors outlive the transaction: close what is left.
+                call = call or self.bounded_call(connection, "a reset")
+                session.close_named_cursors(connection)
         except Exception as exc:
             self.stats.add("reset_failures")
             logger.warning(
@@ -316,17 +386,26 @@ class DatabasePool:
             )
             return False
         finally:
-            watchdog.finish(call)
-        return True
+            cut = watchdog.finish(call)
+        return not cut
 
     def _on_checkin(self, connection: Any, record: ConnectionPoolEntry) -> None:
-        # Not reset by release(): its borrower was garbage-collected holding it
-        # (say, a thread that ended without closing). Reset it here or drop it;
-        # never in a forked child, where the socket is the parent's.
+        # Not reset by release(): its borrower was garbage-collected holding
+        # it (a thread that ended without closing, say). This runs inside the
+        # collector, in any thread: no I/O and none of our locks here. Free
+        # the slot now; the reaper closes the connection, and the server
+        # rolls back what it left open. In a forked child the socket is the
+        # parent's: keep it, untouched.
         if record.info.pop(RESET, False) or connection is None:
             return
-        if self.pid == os.getpid() and not self._reset(connection, record.info):
-            record.invalidate()
+        entry: Any = record  # dbapi_connection is writable on SQLAlchemy's record
+        entry.dbapi_connection = None
+        if record.record_info is not None:
+            record.record_info[INVALIDATED] = True
+        if self.pid != os.getpid():
+            registry.keep_inherited(connection)
+        else:
+            reaper.close_later(connection, self.alias)
 
     def _on_invalidate(
         self, connection: Any, record: ConnectionPoolEntry, error: BaseException | None
@@ -352,6 +431,18 @@ class DatabasePool:
             f"{self._pool.checkedout()} checked out."
         )
         return self._timeout_error(message)
+
+
+def _wait_slice(timeout: float, unreachable_wait: float | None) -> float:
+    """How long one wait for a free connection lasts (see _wait_for_connection).
+
+    Slices divide ``timeout`` evenly, none longer than ``unreachable_wait``
+    (nor shorter than 0.1 s), so a checkout gives up on time either way.
+    """
+    if unreachable_wait is None:
+        return timeout
+    slices = math.ceil(timeout / max(unreachable_wait, 0.1))
+    return timeout / max(slices, 1)
 
 
 class _Unusable(Exception):

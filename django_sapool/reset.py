@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from . import mysql_client
 
 # libpq's PQtransactionStatus values, shared by psycopg2 and psycopg 3.
-_PG_IDLE, _PG_ACTIVE, _PG_UNKNOWN = 0, 1, 4
+_PG_IDLE, _PG_ACTIVE, _PG_INERROR, _PG_UNKNOWN = 0, 1, 3, 4
 
 
 class Session(Protocol):
@@ -27,6 +27,16 @@ class Session(Protocol):
 
     def in_transaction(self, connection: Any) -> bool | None:
         """True or False when known; None when only a round trip could tell."""
+
+    def in_failed_transaction(self, connection: Any) -> bool:
+        """True inside a transaction the server refuses to continue (PostgreSQL)."""
+
+    def cursor_is_closed(self, cursor: Any) -> bool:
+        """Whether a driver cursor can no longer run anything."""
+
+    def close_named_cursors(self, connection: Any) -> None:
+        """Close server-side cursors a borrower left open (WITH HOLD outlives
+        its transaction); only called when the loan made a named cursor."""
 
     def end_transaction(self, connection: Any, *, commit: bool) -> None:
         """Commit or roll back what the borrower left open; send nothing if idle."""
@@ -45,8 +55,9 @@ class PostgreSQLSession:
         """libpq's PQtransactionStatus of the connection."""
         raise NotImplementedError
 
-    def execute_discard_all(self, cursor: Any) -> None:
-        cursor.execute("DISCARD ALL")
+    def execute_unprepared(self, cursor: Any, sql: str) -> None:
+        """Run a reset statement, never as a prepared statement."""
+        cursor.execute(sql)
 
     def is_broken(self, connection: Any) -> bool:
         # psycopg2: closed is 0, 1 or 2 (broken); psycopg 3: closed and broken.
@@ -57,6 +68,16 @@ class PostgreSQLSession:
 
     def in_transaction(self, connection: Any) -> bool:
         return self.transaction_status(connection) != _PG_IDLE
+
+    def in_failed_transaction(self, connection: Any) -> bool:
+        return self.transaction_status(connection) == _PG_INERROR
+
+    def cursor_is_closed(self, cursor: Any) -> bool:
+        return bool(cursor.closed)
+
+    def close_named_cursors(self, connection: Any) -> None:
+        with connection.cursor() as cursor:
+            self.execute_unprepared(cursor, "CLOSE ALL")
 
     def end_transaction(self, connection: Any, *, commit: bool) -> None:
         if not self.in_transaction(connection):
@@ -75,17 +96,17 @@ class PostgreSQLSession:
         # DISCARD ALL cannot run inside a transaction block.
         connection.autocommit = True
         with connection.cursor() as cursor:
-            self.execute_discard_all(cursor)
+            self.execute_unprepared(cursor, "DISCARD ALL")
 
 
 class Psycopg3Session(PostgreSQLSession):
     def transaction_status(self, connection: Any) -> int:
         return int(connection.pgconn.transaction_status)
 
-    def execute_discard_all(self, cursor: Any) -> None:
-        # Do not prepare the statement that drops prepared statements; psycopg
+    def execute_unprepared(self, cursor: Any, sql: str) -> None:
+        # Never prepare the statement that drops prepared statements; psycopg
         # clears its own cache of them when it sees DISCARD ALL complete.
-        cursor.execute("DISCARD ALL", prepare=False)
+        cursor.execute(sql, prepare=False)
 
 
 class Psycopg2Session(PostgreSQLSession):
@@ -107,6 +128,15 @@ class MySQLSession:
 
     def in_transaction(self, connection: Any) -> bool | None:
         return mysql_client.in_transaction(connection)
+
+    def in_failed_transaction(self, connection: Any) -> bool:
+        return False  # MySQL keeps a transaction usable after an error
+
+    def cursor_is_closed(self, cursor: Any) -> bool:
+        return cursor.connection is None  # MySQLdb's close() drops it
+
+    def close_named_cursors(self, connection: Any) -> None:
+        pass  # Django makes no named cursors on MySQL
 
     def end_transaction(self, connection: Any, *, commit: bool) -> None:
         if self.in_transaction(connection) is False:

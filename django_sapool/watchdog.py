@@ -63,11 +63,16 @@ class Watchdog:
             self._calls[key] = (time.monotonic() + limit, fd, alias, what)
         return key
 
-    def finish(self, key: int | None) -> None:
-        """The call ended: from now on its socket is left alone."""
-        if key is not None:
-            with self._lock:
-                self._calls.pop(key, None)
+    def finish(self, key: int | None) -> bool:
+        """The call ended: from now on its socket is left alone.
+
+        True if the watchdog cut it first: its socket is shut down, even if
+        the call itself succeeded, so the connection must be discarded.
+        """
+        if key is None:
+            return False
+        with self._lock:
+            return self._calls.pop(key, None) is None
 
     def _run(self) -> None:
         pid = os.getpid()

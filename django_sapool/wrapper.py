@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ from django.core.signals import setting_changed
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 
-from . import registry
+from . import connect_timeout, registry
 from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
 from .errors import pool_timeout_class, server_unavailable_class
 from .pool import INITIALISED, DatabasePool, describe
@@ -28,9 +29,6 @@ from .reset import Session
 from .watchdog import watchdog
 
 logger = logging.getLogger("django_sapool")
-#: The driver's connect_timeout (seconds; libpq and MySQL alike) unless
-#: OPTIONS["connect_timeout"] is set.
-DEFAULT_CONNECT_TIMEOUT = 10
 
 
 class PooledDatabaseWrapperMixin:
@@ -54,6 +52,7 @@ class PooledDatabaseWrapperMixin:
     needs_rollback: bool
     errors_occurred: bool
     timezone_name: str
+    vendor: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,6 +65,12 @@ class PooledDatabaseWrapperMixin:
         # The checked-out connection was set up already: skip the
         # init_connection_state() call connect() makes next, once.
         self._sapool_skip_init = False
+        # Driver cursors made during the current loan: closed when the
+        # connection goes back, so none can run on the next borrower's session.
+        self._sapool_cursors: weakref.WeakSet[Any] = weakref.WeakSet()
+        # A named (server-side) cursor was made during the loan: the reset
+        # closes whatever such cursors left open on the server.
+        self._sapool_named_cursors = False
 
     # Connect ---------------------------------------------------------------
 
@@ -77,7 +82,9 @@ class PooledDatabaseWrapperMixin:
         params.pop(OPTIONS_KEY, None)
         params.pop("pool", None)  # False; Django removes it itself only on PG 5.1+
         # A stalled server must not hang a worker in connect() for minutes.
-        params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        timeout = connect_timeout.default_for(self.vendor, params)
+        if timeout is not None:
+            params["connect_timeout"] = timeout
         return params
 
     # Not @async_unsafe: only connect() calls it, and connect() is.
@@ -118,7 +125,33 @@ class PooledDatabaseWrapperMixin:
         if pool is not None and pool.pid != os.getpid():
             self._sapool_forget_inherited()
             self.ensure_connection()  # type: ignore[attr-defined]
-        return super().create_cursor(name)  # type: ignore[misc]
+        cursor = super().create_cursor(name)  # type: ignore[misc]
+        if self._sapool_fairy is not None:
+            self._sapool_cursors.add(cursor)
+            if name:
+                self._sapool_named_cursors = True
+        return cursor
+
+    def is_usable(self) -> bool:
+        pool, connection = self._sapool_pool, self.connection
+        if pool is None or self._sapool_fairy is None:
+            return super().is_usable()  # type: ignore[misc,no-any-return]
+        driver = pool.session
+        if driver.is_broken(connection):
+            return False
+        if driver.in_failed_transaction(connection):
+            # PostgreSQL refuses every statement until a rollback, so Django's
+            # SELECT 1 would condemn a healthy connection: the server answered
+            # the statement that failed. The reset on return rolls it back.
+            return True
+        # Django asks at the end of a request after an error: bound it like
+        # the pool's own round trips.
+        call = pool.bounded_call(connection, "Django's is_usable() check")
+        try:
+            usable: bool = super().is_usable()  # type: ignore[misc]
+        finally:
+            cut = watchdog.finish(call)
+        return usable and not cut
 
     # Close -----------------------------------------------------------------
 
@@ -131,7 +164,12 @@ class PooledDatabaseWrapperMixin:
             return None
         # Only an error can have broken the connection without the reset
         # noticing (the reset itself fails on a dead one and discards it).
-        discard = self.errors_occurred and self._sapool_unusable()
+        # Django clears errors_occurred once is_usable() said the connection
+        # is fine, so this check only runs if Django has not asked already.
+        discard = self.errors_occurred and not self.is_usable()
+        cursors, named = list(self._sapool_cursors), self._sapool_named_cursors
+        self._sapool_cursors.clear()
+        self._sapool_named_cursors = False
         self._sapool_fairy = self._sapool_pool = None
         self._sapool_skip_init = False
         # The connection belongs to the pool again: leave Django a closed
@@ -139,22 +177,8 @@ class PooledDatabaseWrapperMixin:
         # drops it, except inside atomic(), where queries must fail until the
         # block ends). release() logs a failed reset: no error reaches Django.
         self.connection = ReturnedConnection(self.Database)
-        pool.release(fairy, discard=discard)
+        pool.release(fairy, discard=discard, cursors=cursors, named_cursors=named)
         return None
-
-    def _sapool_unusable(self) -> bool:
-        """After an error: is the connection beyond reuse?"""
-        pool = self._sapool_pool
-        assert pool is not None
-        if pool.session.is_broken(self.connection):
-            return True
-        # Django clears errors_occurred once is_usable() said the connection
-        # is fine, so this ping only runs if Django has not asked already.
-        call = pool.bounded_call(self.connection, "the check after an error")
-        try:
-            return not self.is_usable()  # type: ignore[attr-defined]
-        finally:
-            watchdog.finish(call)
 
     def close_pool(self) -> None:
         """Dispose this alias's pools in this process.
@@ -212,9 +236,13 @@ class PooledDatabaseWrapperMixin:
 
     def _sapool_forget_inherited(self) -> None:
         """Drop a connection inherited across fork() without touching its socket."""
-        registry.keep_inherited(self.connection, self._sapool_fairy)
+        registry.keep_inherited(
+            self.connection, self._sapool_fairy, list(self._sapool_cursors)
+        )
         self._sapool_fairy = self._sapool_pool = None
         self._sapool_skip_init = False
+        self._sapool_cursors = weakref.WeakSet()
+        self._sapool_named_cursors = False
         if self.in_atomic_block:
             # The parent's transaction cannot continue here: as after close().
             self.connection = ReturnedConnection(self.Database)

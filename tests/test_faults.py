@@ -430,3 +430,71 @@ def test_sessions_killed_under_load(
     succeeded = len(outcomes) - len(failed)
     assert succeeded <= rows <= succeeded + len(failed)
     assert sum(ok for ok, _, _ in after_kill) > 0  # traffic resumed
+
+
+def test_past_the_pools_capacity_a_failing_server_still_fails_fast(
+    pool_alias: Any, proxy: TcpProxy
+) -> None:
+    # More requests than connections while the server refuses them: those
+    # waiting for a slot must not wait the pool's timeout for a connection
+    # that will never come back, only unreachable_wait.
+    proxy.refuse()
+    alias = pool_alias(
+        pool_size=2, max_overflow=1, timeout=10, unreachable_wait=0.5,
+        settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+    )  # fmt: skip
+    start = threading.Barrier(12)
+    results: list[tuple[bool, float, BaseException | None]] = []
+
+    def request() -> None:
+        start.wait()
+        results.append(attempt(alias))
+
+    threads = [threading.Thread(target=request) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    slowest = max(seconds for _, seconds, _ in results)
+    figures(
+        "12 requests, pool 2+1, server refusing",
+        failed=sum(not ok for ok, _, _ in results),
+        slowest_s=round(slowest, 2),
+        failed_without_trying=sum(failed_fast(error) for _, _, error in results),
+    )
+    assert len(results) == 12
+    assert not any(ok for ok, _, _ in results)
+    assert slowest < 2.5, "a request waited for the pool's timeout"
+
+
+def test_djangos_check_after_an_error_is_bounded_by_ping_timeout(
+    pool_alias: Any, proxy: TcpProxy
+) -> None:
+    # At the end of a request with an error, Django asks is_usable(): on a
+    # stalled network that round trip must be cut like the pool's own.
+    alias = pool_alias(
+        pool_size=1, ping_timeout=1,
+        settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+        options={"connect_timeout": 2},
+    )  # fmt: skip
+    wrapper = alias.wrapper()
+    with pytest.raises(DatabaseError), wrapper.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table")
+    assert wrapper.errors_occurred
+    proxy.stall()
+    finished: list[float] = []
+
+    def request_end() -> None:
+        started = time.monotonic()
+        wrapper.close_if_unusable_or_obsolete()
+        finished.append(time.monotonic() - started)
+
+    wrapper.inc_thread_sharing()
+    thread = threading.Thread(target=request_end, daemon=True)
+    thread.start()
+    thread.join(8)
+    figures("is_usable() on a stalled network", seconds=finished or "hung")
+    proxy.forward()
+    assert finished, "Django's is_usable() hung"
+    assert finished[0] < 3
+    assert django_sapool.get_stats(alias.name)["connections_open"] == 0

@@ -1,0 +1,286 @@
+"""Nothing made during one loan reaches past it, compared with Django's backend.
+
+With Django's stock backend, ``close()`` ends the server session, so anything
+made on the connection (cursors, server-side cursors, a transaction) ends
+with it. A pooled connection lives on and is lent to the next borrower: each
+test here runs a scenario on the stock backend and on ours, and checks that
+what the caller and the server saw differs only where pooling is the point.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import threading
+from typing import Any
+
+import pytest
+from django.db import Error, ProgrammingError
+from django.db.utils import load_backend
+
+import django_sapool
+from django_sapool import registry
+from django_sapool.reaper import reaper
+from django_sapool.watchdog import watchdog
+from tests.server import Observer, backend_id, stock_settings
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENGINES = ["stock", "pooled"]
+
+
+def make_wrapper(engine: str, alias: Any) -> Any:
+    """A DatabaseWrapper on the stock backend, or on the pooled ``alias``."""
+    if engine == "pooled":
+        return alias.wrapper()
+    settings_dict = stock_settings()
+    backend = load_backend(settings_dict["ENGINE"])
+    return backend.DatabaseWrapper(settings_dict, f"stock-{alias.name}")
+
+
+def rows_named(observer: Observer, name: str) -> int:
+    return int(
+        observer.value("SELECT COUNT(*) FROM testapp_item WHERE name = %s", [name])
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cursor_kept_after_close_cannot_write_into_the_next_borrowers_transaction(
+    engine: str, pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=1, max_overflow=0)
+    first = make_wrapper(engine, alias)
+    kept = first.cursor()
+    kept.execute("SELECT 1")
+    first.close()  # the end of request A: its cursor is still referenced
+
+    second = make_wrapper(engine, alias)  # request B, on the same connection
+    second.set_autocommit(False)
+    with second.cursor() as cursor:
+        cursor.execute("INSERT INTO testapp_item (name) VALUES ('by-b')")
+    with pytest.raises(Error):  # as on stock: the cursor's connection is gone
+        kept.execute("INSERT INTO testapp_item (name) VALUES ('by-a')")
+    second.rollback()
+    second.set_autocommit(True)
+    second.close()
+    assert rows_named(observer, "by-a") == rows_named(observer, "by-b") == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cursor_kept_by_another_thread_fails_after_close(
+    engine: str, pool_alias: Any, observer: Observer
+) -> None:
+    # Request B runs in another thread while A's cursor is used again.
+    alias = pool_alias(pool_size=1, max_overflow=0)
+    first = make_wrapper(engine, alias)
+    kept = first.cursor()
+    kept.execute("SELECT 1")
+    first.close()
+    in_transaction, done = threading.Event(), threading.Event()
+
+    def request_b() -> None:
+        second = make_wrapper(engine, alias)
+        second.set_autocommit(False)
+        with second.cursor() as cursor:
+            cursor.execute("INSERT INTO testapp_item (name) VALUES ('by-b')")
+        in_transaction.set()
+        done.wait(10)
+        second.rollback()
+        second.set_autocommit(True)
+        second.close()
+
+    thread = threading.Thread(target=request_b)
+    thread.start()
+    assert in_transaction.wait(10)
+    try:
+        with pytest.raises(Error):
+            kept.execute("INSERT INTO testapp_item (name) VALUES ('by-a')")
+    finally:
+        done.set()
+        thread.join()
+    assert rows_named(observer, "by-a") == 0
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("reset", ["rollback", "commit", None])
+def test_a_server_side_cursor_left_open_does_not_reach_the_next_borrower(
+    engine: str, reset: str | None, pool_alias: Any, observer: Observer
+) -> None:
+    # QuerySet.iterator() on PostgreSQL: a named WITH HOLD cursor (autocommit),
+    # named after the thread; a new wrapper in the same thread reuses the name.
+    alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return=reset)
+    observer.rows("INSERT INTO testapp_item (name) VALUES ('one'), ('two')")
+    first = make_wrapper(engine, alias)
+    iterator = first.chunked_cursor()
+    iterator.execute("SELECT name FROM testapp_item ORDER BY name")
+    assert iterator.fetchmany(1) == [("one",)]
+    first.close()  # the request ends with the iterator unfinished
+
+    second = make_wrapper(engine, alias)
+    with second.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM pg_cursors")
+        assert cursor.fetchone()[0] == 0, "the server still holds the cursor"
+    mine = second.chunked_cursor()  # the same name: must not already exist
+    mine.execute("SELECT name FROM testapp_item ORDER BY name DESC")
+    with pytest.raises(Error):  # A's iterator cannot read B's cursor
+        iterator.fetchmany(1)
+    assert mine.fetchmany(1) == [("two",)]
+    mine.close()
+    iterator.close()
+    second.close()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
+    engine: str, pool_alias: Any, observer: Observer, caplog: Any
+) -> None:
+    alias = pool_alias(pool_size=1, max_overflow=0)
+    wrapper = make_wrapper(engine, alias)
+    session = backend_id(wrapper)
+    with wrapper.cursor() as cursor:
+        cursor.execute("BEGIN")
+        with pytest.raises(ProgrammingError):
+            cursor.execute("SELECT * FROM no_such_table")
+    caplog.set_level(logging.WARNING, logger="django_sapool")
+    wrapper.close_if_unusable_or_obsolete()  # the end of the request
+    if wrapper.connection is not None:
+        wrapper.close()
+    assert observer.idle_in_transaction([session]) == set()
+    if engine == "stock":
+        observer.wait_gone([session])
+        return
+    assert backend_id(alias.wrapper()) == session, "rolled back and pooled again"
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["connections_invalidated"] == stats["reset_failures"] == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_connection_collected_after_dispose_is_closed(
+    pool_alias: Any, observer: Observer
+) -> None:
+    # dispose() promises that lent connections are closed when they come
+    # back; that includes one the garbage collector brings back.
+    alias = pool_alias(pool_size=1)
+    sessions: list[int] = []
+    borrowed, disposed = threading.Event(), threading.Event()
+
+    def borrower() -> None:
+        local = threading.local()  # the only reference, as in Django
+        backend = load_backend(alias.settings_dict["ENGINE"])
+        local.wrapper = backend.DatabaseWrapper(
+            copy.deepcopy(alias.settings_dict), alias.name
+        )
+        sessions.append(backend_id(local.wrapper))
+        borrowed.set()
+        disposed.wait(10)
+
+    thread = threading.Thread(target=borrower)
+    thread.start()
+    assert borrowed.wait(10)
+    django_sapool.dispose(alias.name)
+    disposed.set()
+    thread.join()
+    gc.collect()
+    reaper.wait_idle()
+    observer.wait_gone(sessions)
+
+
+def test_prewarm_never_waits_for_a_connection_held_elsewhere(
+    pool_alias: Any,
+) -> None:
+    # The pool's first checkout comes while other requests hold every other
+    # slot (requests racing at start-up): warming must not wait for them.
+    alias = pool_alias(pool_size=3, max_overflow=0, prewarm=3, timeout=3)
+    holders = [alias.wrapper(), alias.wrapper()]
+    holders[0].ensure_connection()
+    pool = holders[0]._sapool_pool
+    pool._prewarm_pending = False  # as if these two raced past the first checkout
+    holders[1].ensure_connection()
+    pool._prewarm_pending = True
+    first = alias.wrapper()
+    first.ensure_connection()  # takes the last slot, then would warm two more
+    stats = django_sapool.get_stats(alias.name)
+    assert stats["requests_wait_ms"] < 1500, "the checkout waited for a slot"
+    assert (stats["connections_num"], stats["checked_out"]) == (3, 3)
+    for wrapper in [*holders, first]:
+        wrapper.close()
+
+
+def test_prewarm_opens_idle_connections_at_the_first_checkout(
+    pool_alias: Any, observer: Observer
+) -> None:
+    alias = pool_alias(pool_size=3, prewarm=3)
+    wrapper = alias.wrapper()
+    backend_id(wrapper)
+    stats = django_sapool.get_stats(alias.name)
+    assert (stats["connections_num"], stats["idle"], stats["checked_out"]) == (3, 2, 1)
+    wrapper.close()
+
+
+@pytest.mark.postgresql  # libpq's own settings
+def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
+    pool_alias: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
+    stock = make_wrapper("stock", pool_alias()).get_connection_params()
+    ours = pool_alias().wrapper().get_connection_params()
+    assert "connect_timeout" not in stock
+    assert "connect_timeout" not in ours
+
+
+@pytest.mark.postgresql  # libpq's own settings
+def test_a_service_file_connect_timeout_is_left_in_charge(
+    pool_alias: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    service_file = tmp_path / "pg_service.conf"
+    service_file.write_text("[slow]\nconnect_timeout=4\n\n[plain]\nport=5432\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(service_file))
+    slow = pool_alias(options={"service": "slow"}).wrapper()
+    plain = pool_alias(options={"service": "plain"}).wrapper()
+    assert "connect_timeout" not in slow.get_connection_params()
+    assert plain.get_connection_params()["connect_timeout"] == 10
+
+
+def test_a_collected_borrowers_connection_is_closed_off_the_collecting_thread(
+    pool_alias: Any, observer: Observer
+) -> None:
+    # The collector may run in a thread that holds one of our locks (or runs
+    # an event loop): returning a dead borrower's connection there must send
+    # nothing and take none of them.
+    alias = pool_alias(pool_size=1, max_overflow=0, ping_timeout=5)
+    sessions: list[int] = []
+
+    def borrower() -> None:
+        local = threading.local()  # the only reference, as in Django
+        backend = load_backend(alias.settings_dict["ENGINE"])
+        local.wrapper = backend.DatabaseWrapper(
+            copy.deepcopy(alias.settings_dict), alias.name
+        )
+        sessions.append(backend_id(local.wrapper))
+        local.wrapper.set_autocommit(False)  # a rollback would be a round trip
+        with local.wrapper.cursor() as cursor:
+            cursor.execute("INSERT INTO testapp_item (name) VALUES ('left-open')")
+
+    thread = threading.Thread(target=borrower)
+    thread.start()
+    thread.join()
+
+    def collect_holding_our_locks() -> None:
+        with watchdog._lock, pool_stats(alias)._lock:
+            gc.collect()
+
+    collector = threading.Thread(target=collect_holding_our_locks, daemon=True)
+    collector.start()
+    collector.join(10)
+    assert not collector.is_alive(), "the collection deadlocked on our locks"
+    reaper.wait_idle()
+    observer.wait_gone(sessions)
+    assert rows_named(observer, "left-open") == 0
+    assert backend_id(alias.wrapper()) != sessions[0]
+
+
+def pool_stats(alias: Any) -> Any:
+    return registry.stats_for(alias.name)

@@ -106,6 +106,12 @@ class MySQLSession:
         return not connection.open
 
     def in_transaction(self, connection: Any) -> bool | None:
+        # The status flags come from the last OK packet; an ERR packet has
+        # none. With autocommit off, a first statement that fails after InnoDB
+        # locked rows leaves a transaction open that the flags never show (a
+        # later ping does not either). Both checks are client-side.
+        if not connection.get_autocommit() or connection.errno():
+            return None
         return mysql_client.in_transaction(connection)
 
     def end_transaction(self, connection: Any, *, commit: bool) -> None:

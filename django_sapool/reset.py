@@ -8,6 +8,7 @@ the statements they send are the only ones a checkin ever costs.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -93,6 +94,19 @@ class Psycopg2Session(PostgreSQLSession):
         return int(connection.get_transaction_status())
 
 
+#: mysqlclient connections on which a statement failed since their last reset.
+_failed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def mysql_statement_failed(connection: Any) -> None:
+    """Note a failure: the status flags may now hide an open transaction.
+
+    The driver's own error code cannot tell: closing the cursor clears it.
+    """
+    if connection is not None:
+        _failed.add(connection)
+
+
 class MySQLSession:
     """mysqlclient on MariaDB or MySQL."""
 
@@ -107,10 +121,15 @@ class MySQLSession:
 
     def in_transaction(self, connection: Any) -> bool | None:
         # The status flags come from the last OK packet; an ERR packet has
-        # none. With autocommit off, a first statement that fails after InnoDB
-        # locked rows leaves a transaction open that the flags never show (a
-        # later ping does not either). Both checks are client-side.
-        if not connection.get_autocommit() or connection.errno():
+        # none and a ping leaves them as they were. With autocommit off, a
+        # first statement that fails after InnoDB locked rows leaves a
+        # transaction open that the flags never show; so does a stored
+        # procedure that begins one and fails. All checks are client-side.
+        if (
+            not connection.get_autocommit()
+            or connection.errno()
+            or connection in _failed
+        ):
             return None
         return mysql_client.in_transaction(connection)
 
@@ -121,9 +140,11 @@ class MySQLSession:
             connection.commit()
         else:
             connection.rollback()
+        _failed.discard(connection)
 
     def discard(self, connection: Any) -> None:
         mysql_client.reset_connection(connection)
+        _failed.discard(connection)
         if self._init_command:
             with connection.cursor() as cursor:
                 cursor.execute(self._init_command)

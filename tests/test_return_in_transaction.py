@@ -164,3 +164,34 @@ def test_mysql_failed_first_statement_does_not_keep_its_row_locks(
     assert observer.idle_in_transaction([session]) == set()
     assert lock_error(observer, row_id) is None
     assert backend_id(alias.wrapper()) == session, "rolled back, pooled again"
+
+
+@pytest.mark.mysql
+def test_mysql_failed_procedure_transaction_is_rolled_back_after_djangos_ping(
+    pool_alias: Any, observer: Observer
+) -> None:
+    # In autocommit mode a stored procedure can begin a transaction and then
+    # fail: the ERR packet carries no status flags, and the ping Django's
+    # is_usable() sends after an error clears the error without refreshing
+    # them. The transaction must still be rolled back at checkin.
+    row_id = insert_row(observer)
+    observer.rows("DROP PROCEDURE IF EXISTS sapool_begin_and_fail")
+    observer.rows(
+        "CREATE PROCEDURE sapool_begin_and_fail() BEGIN START TRANSACTION; "
+        f"UPDATE testapp_item SET name = 'renamed' WHERE id = {row_id}; "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'failed after the update'; END"
+    )
+    try:
+        alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return="rollback")
+        wrapper = alias.wrapper()
+        session = backend_id(wrapper)
+        with pytest.raises(DatabaseError, match="failed after the update"):
+            execute(wrapper, "CALL sapool_begin_and_fail()")
+        assert wrapper.errors_occurred, "Django pings before giving it back"
+        assert observer.idle_in_transaction([session]) == {session}
+        wrapper.close()
+        assert observer.idle_in_transaction([session]) == set()
+        assert lock_error(observer, row_id) is None
+        assert backend_id(alias.wrapper()) == session, "rolled back, pooled again"
+    finally:
+        observer.rows("DROP PROCEDURE IF EXISTS sapool_begin_and_fail")

@@ -111,8 +111,12 @@ class MySQLSession:
     """mysqlclient on MariaDB or MySQL."""
 
     def __init__(self, connect_params: Mapping[str, Any]) -> None:
-        # COM_RESET_CONNECTION forgets what init_command set; run it again.
+        # What mysqlclient sets per session at connect, from its parameters;
+        # COM_RESET_CONNECTION sets it all back to the server's defaults.
         self._init_command: str | None = connect_params.get("init_command")
+        self._charset: str | None = connect_params.get("charset") or None
+        self._collation: str | None = connect_params.get("collation") or None
+        self._sql_mode: str | None = connect_params.get("sql_mode") or None
 
     def is_broken(self, connection: Any) -> bool:
         # mysqlclient keeps no "lost" flag: a dead connection shows when the
@@ -143,8 +147,27 @@ class MySQLSession:
         _failed.discard(connection)
 
     def discard(self, connection: Any) -> None:
+        # Django sets its own autocommit at every checkout; keeping the
+        # borrower's (usually Django's) spares that a round trip.
+        autocommit = connection.get_autocommit()
         mysql_client.reset_connection(connection)
         _failed.discard(connection)
-        if self._init_command:
-            with connection.cursor() as cursor:
+        # Then what the driver did at connect, in its order, in one statement
+        # where it can. Its reply also refreshes the status flags (the
+        # library does not read the reset's) and, through the server's
+        # session tracking, the client's charset, which decodes results.
+        charset = self._charset or connection.character_set_name()
+        names = f"NAMES {charset}"
+        if self._collation:
+            names += f" COLLATE {self._collation}"
+        assignments: list[str] = [names]
+        params: list[object] = []
+        if self._sql_mode:
+            assignments.append("sql_mode = %s")
+            params.append(self._sql_mode)
+        assignments.append("autocommit = %s")
+        params.append(int(autocommit))
+        with connection.cursor() as cursor:
+            if self._init_command:
                 cursor.execute(self._init_command)
+            cursor.execute("SET " + ", ".join(assignments), params)

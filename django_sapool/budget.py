@@ -70,15 +70,16 @@ def server_limits(alias: str) -> tuple[int, int, int]:
                 "(SELECT count(*) FROM pg_stat_activity "
                 "WHERE backend_type = 'client backend')"
             )
-        else:
-            # MySQL/MariaDB keep one extra connection for SUPER beyond the limit.
-            cursor.execute(
-                "SELECT @@max_connections, 0, (SELECT VARIABLE_VALUE FROM "
-                "information_schema.GLOBAL_STATUS "
-                "WHERE VARIABLE_NAME = 'THREADS_CONNECTED')"
-            )
-        row: Any = cursor.fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
+            row: Any = cursor.fetchone()
+            return int(row[0]), int(row[1]), int(row[2])
+        # Not information_schema.GLOBAL_STATUS: MySQL 8.0 removed it and 5.7
+        # refuses it by default; SHOW GLOBAL STATUS works on every version.
+        cursor.execute("SELECT @@max_connections")
+        (max_connections,) = cursor.fetchone()
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        _, connected = cursor.fetchone()
+    # MySQL/MariaDB keep one extra connection for SUPER beyond the limit.
+    return int(max_connections), 0, int(connected)
 
 
 def budget(

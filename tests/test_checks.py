@@ -9,7 +9,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
+from django_sapool.budget import server_limits
 from django_sapool.checks import settings_errors
 from tests.server import VENDOR, Observer
 
@@ -66,4 +68,27 @@ def test_budget_reports_the_servers_real_limit(observer: Observer) -> None:
 def test_budget_fails_when_the_pools_cannot_fit() -> None:
     with pytest.raises(CommandError, match="may need more connections"):
         call_command("sapool_budget", workers=100_000, threads=8, stdout=StringIO())
+    connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budget_reads_the_servers_figures_as_any_version_reports_them(
+    observer: Observer,
+) -> None:
+    with CaptureQueriesContext(connections["default"]) as queries:
+        max_connections, reserved, in_use = server_limits("default")
+    if VENDOR == "postgresql":
+        assert max_connections == int(observer.value("SHOW max_connections"))
+        assert reserved == int(observer.value("SHOW superuser_reserved_connections"))
+    else:
+        assert max_connections == int(observer.value("SELECT @@max_connections"))
+        assert reserved == 0
+        # MySQL 8.0 removed information_schema.GLOBAL_STATUS and 5.7 refuses it
+        # by default (show_compatibility_56): no MySQL 8 here, so check that
+        # nothing sent relies on it, and the figures against MariaDB's.
+        sent = " ".join(query["sql"] for query in queries).lower()
+        assert "information_schema" not in sent
+    # The observer's session and ours, at least; never past the limit (MySQL
+    # keeps one more for an administrator).
+    assert 2 <= in_use <= max_connections + 1
     connections.close_all()

@@ -2,8 +2,9 @@
 
 Each process has its own pool per alias, and Django gives each thread its own
 connection per alias, so one process uses at most
-``min(threads, pool_size + max_overflow)`` server connections per alias.
-Aliases on the same server share its ``max_connections``.
+``min(threads, pool_size + max_overflow)`` server connections per alias, or
+``threads`` with ``max_overflow=-1`` (no pool limit). Aliases on the same
+server share its ``max_connections``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class AliasNeed:
 
     alias: str
     server: str
-    pool_max: int
+    #: Most connections one process's pool opens; None: no limit.
+    pool_max: int | None
     per_process: int
     needed: int
 
@@ -82,6 +84,19 @@ def server_limits(alias: str) -> tuple[int, int, int]:
     return int(max_connections), 0, int(connected)
 
 
+def pool_max(config: PoolConfig) -> int | None:
+    """Most connections one pool opens at once; None when max_overflow is -1."""
+    if config.max_overflow < 0:
+        return None
+    return config.pool_size + config.max_overflow
+
+
+def per_process(config: PoolConfig, threads: int) -> int:
+    """Most connections one process needs: a thread holds one at a time."""
+    limit = pool_max(config)
+    return threads if limit is None else min(threads, limit)
+
+
 def budget(
     workers: int, threads: int, aliases: list[str] | None = None
 ) -> list[ServerBudget]:
@@ -89,12 +104,11 @@ def budget(
     servers: dict[str, ServerBudget] = {}
     for alias in aliases or pooled_aliases():
         config = PoolConfig.from_settings(alias, connections.settings[alias])
-        pool_max = config.pool_size + config.max_overflow
-        per_process = min(threads, pool_max)
+        need = per_process(config, threads)
         name = server_name(alias)
         if name not in servers:
             servers[name] = ServerBudget(name, *server_limits(alias))
         servers[name].aliases.append(
-            AliasNeed(alias, name, pool_max, per_process, per_process * workers)
+            AliasNeed(alias, name, pool_max(config), need, need * workers)
         )
     return list(servers.values())

@@ -11,8 +11,10 @@ from django.core.management.base import CommandError
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from django_sapool.budget import server_limits
+import django_sapool
+from django_sapool.budget import per_process, server_limits
 from django_sapool.checks import settings_errors
+from django_sapool.config import PoolConfig
 from tests.server import VENDOR, Observer
 
 
@@ -92,3 +94,42 @@ def test_budget_reads_the_servers_figures_as_any_version_reports_them(
     # keeps one more for an administrator).
     assert 2 <= in_use <= max_connections + 1
     connections.close_all()
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "max_overflow", "threads", "expected"),
+    [
+        (4, 10, 2, 2),  # the threads are the limit
+        (1, 0, 8, 1),  # the pool is
+        (2, 3, 8, 5),
+        (1, -1, 8, 8),  # no pool limit: one connection per thread
+        (5, -1, 2, 2),
+    ],
+)
+def test_budget_per_process_need(
+    pool_size: int, max_overflow: int, threads: int, expected: int
+) -> None:
+    config = PoolConfig(pool_size=pool_size, max_overflow=max_overflow)
+    assert per_process(config, threads) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budget_counts_a_thread_each_when_overflow_is_unlimited() -> None:
+    pool = connections.settings["default"]["OPTIONS"]["sapool"]
+    saved = dict(pool)
+    pool.update(pool_size=1, max_overflow=-1)
+    out = StringIO()
+    try:
+        with pytest.raises(CommandError):
+            call_command("sapool_budget", workers=100_000, threads=8, stdout=out)
+    finally:
+        pool.clear()
+        pool.update(saved)
+        connections.close_all()
+        django_sapool.dispose("default")
+    report = out.getvalue()
+    assert (
+        "default: 100000 workers x 8 threads (max_overflow=-1: no pool limit) = 800000"
+    ) in report
+    assert "needs 800000 of" in report
+    assert report.rstrip().endswith("DOES NOT FIT")

@@ -2,8 +2,9 @@
 
 Each process has its own pool per alias, and Django gives each thread its own
 connection per alias, so one process uses at most
-``min(threads, pool_size + max_overflow)`` server connections per alias.
-Aliases on the same server share its ``max_connections``.
+``min(threads, pool_size + max_overflow)`` server connections per alias, or
+``threads`` with ``max_overflow=-1`` (no pool limit). Aliases on the same
+server share its ``max_connections``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class AliasNeed:
 
     alias: str
     server: str
+    #: Most connections one process's pool opens; -1: no limit.
     pool_max: int
     per_process: int
     needed: int
@@ -70,15 +72,22 @@ def server_limits(alias: str) -> tuple[int, int, int]:
                 "(SELECT count(*) FROM pg_stat_activity "
                 "WHERE backend_type = 'client backend')"
             )
-        else:
-            # MySQL/MariaDB keep one extra connection for SUPER beyond the limit.
-            cursor.execute(
-                "SELECT @@max_connections, 0, (SELECT VARIABLE_VALUE FROM "
-                "information_schema.GLOBAL_STATUS "
-                "WHERE VARIABLE_NAME = 'THREADS_CONNECTED')"
-            )
-        row: Any = cursor.fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
+            row: Any = cursor.fetchone()
+            return int(row[0]), int(row[1]), int(row[2])
+        # Not information_schema.GLOBAL_STATUS: MySQL 8.0 removed it and 5.7
+        # refuses it by default; SHOW GLOBAL STATUS works on every version.
+        cursor.execute("SELECT @@max_connections")
+        (max_connections,) = cursor.fetchone()
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        _, connected = cursor.fetchone()
+    # MySQL/MariaDB keep one extra connection for SUPER beyond the limit.
+    return int(max_connections), 0, int(connected)
+
+
+def per_process(config: PoolConfig, threads: int) -> int:
+    """Most connections one process needs: a thread holds one at a time."""
+    limit = config.pool_max
+    return threads if limit == -1 else min(threads, limit)
 
 
 def budget(
@@ -88,12 +97,11 @@ def budget(
     servers: dict[str, ServerBudget] = {}
     for alias in aliases or pooled_aliases():
         config = PoolConfig.from_settings(alias, connections.settings[alias])
-        pool_max = config.pool_size + config.max_overflow
-        per_process = min(threads, pool_max)
+        need = per_process(config, threads)
         name = server_name(alias)
         if name not in servers:
             servers[name] = ServerBudget(name, *server_limits(alias))
         servers[name].aliases.append(
-            AliasNeed(alias, name, pool_max, per_process, per_process * workers)
+            AliasNeed(alias, name, config.pool_max, need, need * workers)
         )
     return list(servers.values())

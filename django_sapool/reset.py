@@ -8,6 +8,7 @@ the statements they send are the only ones a checkin ever costs.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -114,12 +115,29 @@ class Psycopg2Session(PostgreSQLSession):
         return int(connection.get_transaction_status())
 
 
+#: mysqlclient connections on which a statement failed since their last reset.
+_failed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def mysql_statement_failed(connection: Any) -> None:
+    """Note a failure: the status flags may now hide an open transaction.
+
+    The driver's own error code cannot tell: closing the cursor clears it.
+    """
+    if connection is not None:
+        _failed.add(connection)
+
+
 class MySQLSession:
     """mysqlclient on MariaDB or MySQL."""
 
     def __init__(self, connect_params: Mapping[str, Any]) -> None:
-        # COM_RESET_CONNECTION forgets what init_command set; run it again.
+        # What mysqlclient sets per session at connect, from its parameters;
+        # COM_RESET_CONNECTION sets it all back to the server's defaults.
         self._init_command: str | None = connect_params.get("init_command")
+        self._charset: str | None = connect_params.get("charset") or None
+        self._collation: str | None = connect_params.get("collation") or None
+        self._sql_mode: str | None = connect_params.get("sql_mode") or None
 
     def is_broken(self, connection: Any) -> bool:
         # mysqlclient keeps no "lost" flag: a dead connection shows when the
@@ -127,6 +145,17 @@ class MySQLSession:
         return not connection.open
 
     def in_transaction(self, connection: Any) -> bool | None:
+        # The status flags come from the last OK packet; an ERR packet has
+        # none and a ping leaves them as they were. With autocommit off, a
+        # first statement that fails after InnoDB locked rows leaves a
+        # transaction open that the flags never show; so does a stored
+        # procedure that begins one and fails. All checks are client-side.
+        if (
+            not connection.get_autocommit()
+            or connection.errno()
+            or connection in _failed
+        ):
+            return None
         return mysql_client.in_transaction(connection)
 
     def in_failed_transaction(self, connection: Any) -> bool:
@@ -145,9 +174,30 @@ class MySQLSession:
             connection.commit()
         else:
             connection.rollback()
+        _failed.discard(connection)
 
     def discard(self, connection: Any) -> None:
+        # Django sets its own autocommit at every checkout; keeping the
+        # borrower's (usually Django's) spares that a round trip.
+        autocommit = connection.get_autocommit()
         mysql_client.reset_connection(connection)
-        if self._init_command:
-            with connection.cursor() as cursor:
+        _failed.discard(connection)
+        # Then what the driver did at connect, in its order, in one statement
+        # where it can. Its reply also refreshes the status flags (the
+        # library does not read the reset's) and, through the server's
+        # session tracking, the client's charset, which decodes results.
+        charset = self._charset or connection.character_set_name()
+        names = f"NAMES {charset}"
+        if self._collation:
+            names += f" COLLATE {self._collation}"
+        assignments: list[str] = [names]
+        params: list[object] = []
+        if self._sql_mode:
+            assignments.append("sql_mode = %s")
+            params.append(self._sql_mode)
+        assignments.append("autocommit = %s")
+        params.append(int(autocommit))
+        with connection.cursor() as cursor:
+            if self._init_command:
                 cursor.execute(self._init_command)
+            cursor.execute("SET " + ", ".join(assignments), params)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from django.db import DatabaseError
+from django.db.utils import load_backend
 
-from tests.server import Observer, backend_id
+from tests.server import STOCK_ENGINE, Observer, backend_id, stock_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,6 +150,90 @@ def test_discard_reapplies_isolation_level_and_init_command(
     assert one(nxt, "SELECT @@SESSION.tx_isolation") == "SERIALIZABLE"
     assert one(nxt, "SELECT CAST(@sapool_init AS CHAR)") == "ran"
     assert one(nxt, "SELECT @@character_set_client") == charset
+
+
+# What mysqlclient and Django set per session from the settings, as the server
+# reports it (MySQL 8 names the isolation variable transaction_isolation).
+SESSION_VARIABLES = (
+    "sql_mode",
+    "collation_connection",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "tx_isolation",
+    "transaction_isolation",
+    "autocommit",
+)
+
+
+def session_variables(wrapper: Any) -> dict[str, str]:
+    names = ", ".join(f"'{name}'" for name in SESSION_VARIABLES)
+    with wrapper.cursor() as cursor:
+        cursor.execute(f"SHOW SESSION VARIABLES WHERE Variable_name IN ({names})")
+        return {name.lower(): value for name, value in cursor.fetchall()}
+
+
+def round_trip(wrapper: Any, text: str) -> tuple[str, int]:
+    """The text as the server gives it back, and its length as the server counts."""
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT %s, CHAR_LENGTH(%s)", [text, text])
+        value, length = cursor.fetchone()
+        return value, int(length)
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize(
+    ("options", "settings"),
+    [
+        pytest.param({}, {}, id="defaults"),
+        pytest.param({"sql_mode": "ANSI_QUOTES,STRICT_ALL_TABLES"}, {}, id="sql_mode"),
+        pytest.param(
+            {"charset": "utf8mb4", "collation": "utf8mb4_bin"}, {}, id="collation"
+        ),
+        pytest.param({"charset": "latin1"}, {}, id="charset"),
+        pytest.param({"isolation_level": "serializable"}, {}, id="isolation_level"),
+        pytest.param({}, {"AUTOCOMMIT": False}, id="AUTOCOMMIT=False"),
+        # At connect the driver sets sql_mode after running init_command.
+        pytest.param(
+            {
+                "init_command": "SET SESSION sql_mode = 'ANSI'",
+                "sql_mode": "TRADITIONAL",
+            },
+            {},
+            id="init_command,sql_mode",
+        ),
+    ],
+)
+def test_mysql_discard_restores_the_session_a_new_connection_has(
+    pool_alias: Any, options: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    # Differential: Django's stock backend, a new connection, same settings.
+    stock = load_backend(STOCK_ENGINE).DatabaseWrapper(
+        stock_settings(OPTIONS=dict(options), **settings), alias="stock"
+    )
+    expected = session_variables(stock)
+    stock.close()
+    alias = pool_alias(
+        pool_size=1,
+        max_overflow=0,
+        reset_on_return="discard",
+        options=options,
+        settings=settings,
+    )
+    first = alias.wrapper()
+    session = backend_id(first)
+    assert session_variables(first) == expected, "a new pooled connection"
+    with first.cursor() as cursor:  # a borrower changes its session
+        cursor.execute("SET NAMES latin1 COLLATE latin1_general_ci, sql_mode = ''")
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+    first.rollback()
+    first.close()
+    nxt = alias.wrapper()
+    assert backend_id(nxt) == session, "reset, not reopened"
+    assert session_variables(nxt) == expected
+    text = "Grüße, déjà vu" if options.get("charset") == "latin1" else "Grüße ✓ 東京 🐍"
+    assert round_trip(nxt, text) == (text, len(text))
+    nxt.close()
 
 
 # session_bound: checks the borrower got the same server session.

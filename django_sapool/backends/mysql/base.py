@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
-from django.db.backends.mysql import base
+from types import TracebackType
+from typing import Any
 
-from django_sapool.reset import MySQLSession
+from django.db.backends.mysql import base
+from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
+
+from django_sapool.reset import MySQLSession, mysql_statement_failed
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 from .creation import DatabaseCreation
 
 
-class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
+class _NotingErrorWrapper(DatabaseErrorWrapper):
+    """Django's error translation, which also tells the pool a statement failed."""
+
+    wrapper: Any  # set by Django's __init__; not in django-stubs
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            return
+        mysql_statement_failed(self.wrapper.connection)
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+class NoteFailuresMixin:
+    """Every query, commit and rollback Django runs passes through this wrapper."""
+
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        return _NotingErrorWrapper(self)
+
+
+class DatabaseWrapper(
+    NoteFailuresMixin, PooledDatabaseWrapperMixin, base.DatabaseWrapper
+):
     sapool_dialect_url = "mysql+mysqldb://"
     sapool_session_class = MySQLSession
     creation_class = DatabaseCreation

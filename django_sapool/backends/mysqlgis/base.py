@@ -5,10 +5,13 @@ from __future__ import annotations
 from django.contrib.gis.db.backends.mysql import base
 
 from django_sapool.backends.mysql.base import DatabaseWrapper as Pooled
+from django_sapool.backends.mysql.base import NoteFailuresMixin
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 
-class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
+class DatabaseWrapper(
+    NoteFailuresMixin, PooledDatabaseWrapperMixin, base.DatabaseWrapper
+):
     sapool_dialect_url = Pooled.sapool_dialect_url
     sapool_session_class = Pooled.sapool_session_class
     creation_class = Pooled.creation_class

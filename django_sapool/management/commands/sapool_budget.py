@@ -40,9 +40,15 @@ class Command(BaseCommand):
         for server in budget(workers, threads, options["aliases"]):
             self.stdout.write(f"{server.server}:")
             for need in server.aliases:
+                if need.pool_max == -1:
+                    per_process = f"{threads} threads (max_overflow=-1: no pool limit)"
+                else:
+                    per_process = (
+                        f"min({threads} threads, "
+                        f"pool_size+max_overflow={need.pool_max})"
+                    )
                 self.stdout.write(
-                    f"  {need.alias}: {workers} workers x min({threads} threads, "
-                    f"pool_size+max_overflow={need.pool_max}) = {need.needed}"
+                    f"  {need.alias}: {workers} workers x {per_process} = {need.needed}"
                 )
             verdict = "fits" if server.fits else "DOES NOT FIT"
             self.stdout.write(

@@ -70,6 +70,7 @@ class DatabasePool:
         session: Session,
         timeout_error: type[PoolTimeout],
         unavailable_error: type[ServerUnavailable],
+        driver_error: type[Exception],
         description: str,
     ) -> None:
         self.alias = alias
@@ -110,6 +111,9 @@ class DatabasePool:
         event.listen(self._pool, "invalidate", self._on_invalidate)
         self._timeout_error = timeout_error
         self._unavailable_error = unavailable_error
+        #: What a failed reset may raise and still be ours to handle; anything
+        #: else (an exception from a signal handler) is the caller's.
+        self._reset_errors = (driver_error, OSError)
         self._gate = ConnectGate(alias, config.unreachable_wait)
         if config.pre_ping and config.ping_timeout is not None:
             self._bound_pings(self._pool._dialect)
@@ -200,11 +204,14 @@ class DatabasePool:
         discard: bool,
         cursors: list[Any] | tuple[()] = (),
         named_cursors: bool = False,
+        rollback_only: bool = False,
     ) -> None:
         """Take a connection back: reset it for reuse, or close it for good.
 
         ``cursors`` are the driver cursors made during the loan: each is
         closed first, so none can run on the next borrower's session.
+        ``rollback_only``: the borrower abandoned its transaction (close()
+        inside atomic()), so it is rolled back even with reset "commit".
         Only for connections lent by this process (the wrapper checks).
         """
         registry.lent_connections.discard(proxied)
@@ -212,13 +219,23 @@ class DatabasePool:
             self._leaks.returned(proxied)
         if discard:
             proxied.invalidate(_Unusable("Django found it unusable after an error"))
-        elif self.retired or not self._reset(
-            proxied.dbapi_connection, proxied.info, cursors, named_cursors
-        ):
-            proxied.invalidate()
-        else:
+            return
+        try:
+            reusable = not self.retired and self._reset(
+                proxied.dbapi_connection,
+                proxied.info,
+                cursors,
+                named_cursors,
+                rollback_only,
+            )
+        except BaseException:
+            proxied.invalidate()  # interrupted mid-reset: its state is unknown
+            raise
+        if reusable:
             proxied.info[RESET] = True
             proxied.close()
+        else:
+            proxied.invalidate()
         logger.debug("Checked in: %r", self)
 
     def retire(self) -> None:
@@ -337,16 +354,19 @@ class DatabasePool:
         info: dict[str, Any],
         cursors: list[Any] | tuple[()] = (),
         named_cursors: bool = False,
+        rollback_only: bool = False,
     ) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""
         mode, session = self.config.reset_on_return, self.session
+        if rollback_only and mode == "commit":
+            mode = "rollback"
         call = None
         try:
             if named_cursors and mode != "commit":
                 # Closing a server-side cursor is a round trip.
                 call = self.bounded_call(connection, "a reset")
             for cursor in cursors:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(*self._reset_errors):
                     cursor.close()
                 if not session.cursor_is_closed(cursor):
                     return False  # it could still run: better no connection
@@ -356,7 +376,8 @@ class DatabasePool:
             if mode is None and in_transaction is not False:
                 self.stats.add("reset_failures")
                 logger.warning(
-                    "Alias %r: connection returned inside a transaction with "
+                    "Alias %r: connection returned inside a transaction (or "
+                    "with its state unknown after an error) with "
                     "reset_on_return=None; closing it instead of pooling it",
                     self.alias,
                 )
@@ -376,7 +397,7 @@ class DatabasePool:
                 # WITH HOLD cursors outlive the transaction: close what is left.
                 call = call or self.bounded_call(connection, "a reset")
                 session.close_named_cursors(connection)
-        except Exception as exc:
+        except self._reset_errors as exc:
             self.stats.add("reset_failures")
             logger.warning(
                 "Alias %r: resetting a returned connection failed (%s: %s); closing it",

@@ -39,6 +39,12 @@ class Session(Protocol):
         """Close server-side cursors a borrower left open (WITH HOLD outlives
         its transaction); only called when the loan made a named cursor."""
 
+    def closed_connection_error(self, database: Any) -> Exception:
+        """What the driver raises when a closed connection is used."""
+
+    def closed_connection_cursor(self, database: Any) -> Any:
+        """What ``cursor()`` on a closed connection gives, or raises."""
+
     def end_transaction(self, connection: Any, *, commit: bool) -> None:
         """Commit or roll back what the borrower left open; send nothing if idle."""
 
@@ -80,6 +86,13 @@ class PostgreSQLSession:
         with connection.cursor() as cursor:
             self.execute_unprepared(cursor, "CLOSE ALL")
 
+    def closed_connection_error(self, database: Any) -> Exception:
+        error: Exception = database.InterfaceError("connection already closed")
+        return error  # psycopg2's words
+
+    def closed_connection_cursor(self, database: Any) -> Any:
+        raise self.closed_connection_error(database)
+
     def end_transaction(self, connection: Any, *, commit: bool) -> None:
         if not self.in_transaction(connection):
             return
@@ -103,6 +116,10 @@ class PostgreSQLSession:
 class Psycopg3Session(PostgreSQLSession):
     def transaction_status(self, connection: Any) -> int:
         return int(connection.pgconn.transaction_status)
+
+    def closed_connection_error(self, database: Any) -> Exception:
+        error: Exception = database.OperationalError("the connection is closed")
+        return error
 
     def execute_unprepared(self, cursor: Any, sql: str) -> None:
         # Never prepare the statement that drops prepared statements; psycopg
@@ -167,6 +184,14 @@ class MySQLSession:
     def close_named_cursors(self, connection: Any) -> None:
         pass  # Django makes no named cursors on MySQL
 
+    def closed_connection_error(self, database: Any) -> Exception:
+        error: Exception = database.InterfaceError(0, "")  # mysqlclient's
+        return error
+
+    def closed_connection_cursor(self, database: Any) -> Any:
+        # mysqlclient lends a cursor on a closed connection; it fails on use.
+        return _ClosedCursor(self.closed_connection_error(database))
+
     def end_transaction(self, connection: Any, *, commit: bool) -> None:
         if self.in_transaction(connection) is False:
             return
@@ -201,3 +226,16 @@ class MySQLSession:
             if self._init_command:
                 cursor.execute(self._init_command)
             cursor.execute("SET " + ", ".join(assignments), params)
+
+
+class _ClosedCursor:
+    """A mysqlclient cursor of a closed connection: every use fails."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def close(self) -> None:
+        """Closing it does nothing, as for the driver's."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise type(self._error)(*self._error.args)

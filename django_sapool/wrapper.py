@@ -133,10 +133,14 @@ class PooledDatabaseWrapperMixin:
         return cursor
 
     def is_usable(self) -> bool:
-        pool, connection = self._sapool_pool, self.connection
+        pool = self._sapool_pool
         if pool is None or self._sapool_fairy is None:
             return super().is_usable()  # type: ignore[misc,no-any-return]
-        driver = pool.session
+        return self._sapool_usable(pool)
+
+    def _sapool_usable(self, pool: DatabasePool) -> bool:
+        """Django's is_usable() for a pooled connection, bounded by ping_timeout."""
+        connection, driver = self.connection, pool.session
         if driver.is_broken(connection):
             return False
         if driver.in_failed_transaction(connection):
@@ -144,8 +148,6 @@ class PooledDatabaseWrapperMixin:
             # SELECT 1 would condemn a healthy connection: the server answered
             # the statement that failed. The reset on return rolls it back.
             return True
-        # Django asks at the end of a request after an error: bound it like
-        # the pool's own round trips.
         call = pool.bounded_call(connection, "Django's is_usable() check")
         try:
             usable: bool = super().is_usable()  # type: ignore[misc]
@@ -156,29 +158,53 @@ class PooledDatabaseWrapperMixin:
     # Close -----------------------------------------------------------------
 
     def _close(self) -> None:
-        fairy, pool = self._sapool_fairy, self._sapool_pool
-        if fairy is None or pool is None:
+        proxied, pool = self._sapool_fairy, self._sapool_pool
+        if proxied is None or pool is None:
             return super()._close()  # type: ignore[misc,no-any-return]
         if pool.pid != os.getpid():
             self._sapool_forget_inherited()
             return None
-        # Only an error can have broken the connection without the reset
-        # noticing (the reset itself fails on a dead one and discards it).
-        # Django clears errors_occurred once is_usable() said the connection
-        # is fine, so this check only runs if Django has not asked already.
-        discard = self.errors_occurred and not self.is_usable()
+        # The loan ends here, whatever happens below: an exception raised by a
+        # signal handler during the check must not leave it half-returned.
         cursors, named = list(self._sapool_cursors), self._sapool_named_cursors
         self._sapool_cursors.clear()
         self._sapool_named_cursors = False
         self._sapool_fairy = self._sapool_pool = None
         self._sapool_skip_init = False
+        # close() inside atomic(): the block's work is abandoned, as when a
+        # stock connection closes, whatever reset_on_return says.
+        abandon = self.in_atomic_block
+        connection = self.connection
         # The connection belongs to the pool again: leave Django a closed
         # stand-in, as a stock _close() leaves a closed connection (close()
         # drops it, except inside atomic(), where queries must fail until the
         # block ends). release() logs a failed reset: no error reaches Django.
-        self.connection = ReturnedConnection(self.Database)
-        pool.release(fairy, discard=discard, cursors=cursors, named_cursors=named)
+        self.connection = ReturnedConnection(self.Database, pool.session)
+        try:
+            # Only an error can have broken the connection without the reset
+            # noticing (the reset itself fails on a dead one and discards it).
+            # Django clears errors_occurred once is_usable() said the
+            # connection is fine, so this check runs only if Django has not.
+            discard = self.errors_occurred and not self._sapool_check(pool, connection)
+        except BaseException:
+            pool.release(proxied, discard=True)
+            raise
+        pool.release(
+            proxied,
+            discard=discard,
+            cursors=cursors,
+            named_cursors=named,
+            rollback_only=abandon,
+        )
         return None
+
+    def _sapool_check(self, pool: DatabasePool, connection: Any) -> bool:
+        """_sapool_usable() on a connection the wrapper has already let go."""
+        stand_in, self.connection = self.connection, connection
+        try:
+            return self._sapool_usable(pool)
+        finally:
+            self.connection = stand_in
 
     def close_pool(self) -> None:
         """Dispose this alias's pools in this process.
@@ -208,12 +234,16 @@ class PooledDatabaseWrapperMixin:
             return choice.pool
         max_age = settings_dict.get("CONN_MAX_AGE", 0)
         health_checks = settings_dict.get("CONN_HEALTH_CHECKS", False)
-        # Everything that decides how a connection is opened and set up: the
-        # connect parameters, the OPTIONS Django pops before connecting
-        # (assume_role, isolation_level, ours), the time zone it applies.
+        # Everything that decides what a connection is and how it is set up:
+        # the connect parameters, the OPTIONS Django pops before connecting
+        # (assume_role, isolation_level, ours), the time zone it applies. Not
+        # the password: a rotated one, or a token per connect (RDS IAM), is
+        # the same server session to have; new connections use the current.
+        identity = {k: v for k, v in conn_params.items() if k not in _SECRETS}
         fingerprint = registry.fingerprint(
-            conn_params, options, self.timezone_name, max_age, health_checks
-        )
+            identity, _without_secrets(options), self.timezone_name, max_age,
+            health_checks,
+        )  # fmt: skip
         pool = registry.get_or_create(
             self.alias, fingerprint, lambda: self._sapool_create_pool(conn_params)
         )
@@ -231,11 +261,14 @@ class PooledDatabaseWrapperMixin:
             session=self.sapool_session_class(conn_params),
             timeout_error=pool_timeout_class(self.Database),
             unavailable_error=server_unavailable_class(self.Database),
+            driver_error=self.Database.Error,
             description=describe(conn_params),
         )
 
     def _sapool_forget_inherited(self) -> None:
         """Drop a connection inherited across fork() without touching its socket."""
+        pool = self._sapool_pool
+        assert pool is not None
         registry.keep_inherited(
             self.connection, self._sapool_fairy, list(self._sapool_cursors)
         )
@@ -245,23 +278,31 @@ class PooledDatabaseWrapperMixin:
         self._sapool_named_cursors = False
         if self.in_atomic_block:
             # The parent's transaction cannot continue here: as after close().
-            self.connection = ReturnedConnection(self.Database)
+            self.connection = ReturnedConnection(self.Database, pool.session)
             self.closed_in_transaction = self.needs_rollback = True
         else:
             self.connection = None
 
 
 class ReturnedConnection:
-    """Stands in for a connection given back to the pool: it acts closed."""
+    """Stands in for a connection given back to the pool: it acts closed.
 
-    def __init__(self, database: Any) -> None:
-        self._error = database.InterfaceError
+    As the driver's own closed connection does, so callers catch the same
+    errors as with Django's stock backend.
+    """
+
+    def __init__(self, database: Any, driver: Session) -> None:
+        self._database = database
+        self._driver = driver
 
     def close(self) -> None:
         """Closing a closed connection does nothing."""
 
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return self._driver.closed_connection_cursor(self._database)
+
     def __getattr__(self, name: str) -> Any:
-        raise self._error("connection already returned to the pool")
+        raise self._driver.closed_connection_error(self._database)
 
 
 @dataclass(slots=True)
@@ -273,6 +314,14 @@ class _PoolChoice:
     max_age: Any
     health_checks: Any
     pool: DatabasePool
+
+
+#: Connect parameters (and OPTIONS keys) that authenticate, never identify.
+_SECRETS = frozenset({"password", "passwd"})
+
+
+def _without_secrets(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k not in _SECRETS}
 
 
 def _copy_options(options: dict[str, Any]) -> dict[str, Any]:

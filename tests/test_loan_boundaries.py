@@ -9,14 +9,17 @@ what the caller and the server saw differs only where pooling is the point.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
+import signal
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import Error, ProgrammingError
+from django.db import Error, ProgrammingError, connections, transaction
 from django.db.utils import load_backend
 
 import django_sapool
@@ -24,6 +27,7 @@ from django_sapool import registry
 from django_sapool.reaper import reaper
 from django_sapool.watchdog import watchdog
 from tests.server import Observer, backend_id, stock_settings
+from tests.tcp_proxy import tcp_proxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -284,3 +288,152 @@ def test_a_collected_borrowers_connection_is_closed_off_the_collecting_thread(
 
 def pool_stats(alias: Any) -> Any:
     return registry.stats_for(alias.name)
+
+
+class SoftTimeLimit(Exception):
+    """What Celery's soft time limit raises from its signal handler."""
+
+
+@pytest.fixture
+def alarm() -> Iterator[Callable[[float], None]]:
+    """``alarm(seconds)``: raise SoftTimeLimit in this thread after that long."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SoftTimeLimit
+
+    def arm(seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    yield arm
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_signal_during_the_check_at_close_still_gives_the_connection_back(
+    pool_alias: Any, alarm: Callable[[float], None]
+) -> None:
+    # After an error, close() asks whether the connection still works; a
+    # Celery soft time limit firing meanwhile must not strand the loan.
+    with tcp_proxy("127.0.0.1", int(pool_alias().settings_dict["PORT"])) as proxy:
+        alias = pool_alias(
+            pool_size=1, max_overflow=0, timeout=2,
+            settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+        )  # fmt: skip
+        wrapper = alias.wrapper()
+        with pytest.raises(ProgrammingError), wrapper.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+        proxy.stall()
+        alarm(0.3)
+        with pytest.raises(SoftTimeLimit):
+            wrapper.close()
+        proxy.forward()
+        assert django_sapool.get_stats(alias.name)["checked_out"] == 0
+        wrapper.connection = None  # as Django leaves it after close()
+        assert backend_id(wrapper) > 0  # the next request on this thread works
+        wrapper.close()
+
+
+@pytest.mark.psycopg3
+def test_an_exception_from_a_signal_handler_during_the_reset_reaches_the_caller(
+    pool_alias: Any, observer: Observer, alarm: Callable[[float], None]
+) -> None:
+    with tcp_proxy("127.0.0.1", int(pool_alias().settings_dict["PORT"])) as proxy:
+        alias = pool_alias(
+            pool_size=1, max_overflow=0,
+            settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+        )  # fmt: skip
+        wrapper = alias.wrapper()
+        session = backend_id(wrapper)
+        wrapper.set_autocommit(False)  # the reset will have a rollback to send
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        proxy.stall()
+        alarm(0.3)
+        with pytest.raises(SoftTimeLimit):  # as with stock: the caller sees it
+            wrapper.close()
+        proxy.forward()
+    observer.wait_gone([session])  # interrupted mid-reset: discarded
+    assert django_sapool.get_stats(alias.name)["connections_open"] == 0
+
+
+@contextlib.contextmanager
+def registered(wrapper: Any) -> Iterator[Any]:
+    """Make ``wrapper`` this thread's connection of its alias, for atomic()."""
+    connections[wrapper.alias] = wrapper
+    try:
+        yield wrapper
+    finally:
+        del connections[wrapper.alias]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_close_inside_atomic_never_commits_the_blocks_work(
+    engine: str, pool_alias: Any, observer: Observer
+) -> None:
+    # Even with reset_on_return="commit": atomic() promises all or nothing.
+    alias = pool_alias(pool_size=1, reset_on_return="commit")
+    with registered(make_wrapper(engine, alias)) as wrapper:
+        with transaction.atomic(using=wrapper.alias), wrapper.cursor() as cursor:
+            cursor.execute("INSERT INTO testapp_item (name) VALUES ('half-done')")
+            wrapper.close()
+        wrapper.close()
+    assert rows_named(observer, "half-done") == 0
+
+
+def raised_after_close_in_atomic(wrapper: Any) -> type[BaseException]:
+    raised: type[BaseException] = type(None)  # type: ignore[assignment]
+    with registered(wrapper):
+        try:
+            with transaction.atomic(using=wrapper.alias):
+                wrapper.ensure_connection()
+                wrapper.close()
+                with wrapper.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+        except Exception as exc:  # compared with what stock raises
+            raised = type(exc)
+    wrapper.close()
+    return raised
+
+
+def test_a_query_after_close_inside_atomic_raises_what_stock_raises(
+    pool_alias: Any,
+) -> None:
+    alias = pool_alias(pool_size=1)
+    stock = raised_after_close_in_atomic(make_wrapper("stock", alias))
+    assert raised_after_close_in_atomic(make_wrapper("pooled", alias)) is stock
+
+
+@pytest.mark.postgresql  # trust authentication here: any password logs in
+def test_a_rotated_password_keeps_one_pool(pool_alias: Any, observer: Observer) -> None:
+    alias = pool_alias(pool_size=2, max_overflow=0)
+    sessions: set[int] = set()
+    for rotation in range(5):
+        wrapper = alias.wrapper()
+        wrapper.settings_dict["PASSWORD"] = f"token-{rotation}"
+        sessions.add(backend_id(wrapper))
+        wrapper.close()
+    pools = [pool for pool in registry.pools() if pool.alias == alias.name]
+    assert len(pools) == 1
+    assert len(observer.alive(sessions)) == 1
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("reset", ["rollback", "commit", None])
+def test_a_statement_interrupted_by_a_signal_leaves_nothing_for_the_next_borrower(
+    reset: str | None, pool_alias: Any, alarm: Callable[[float], None]
+) -> None:
+    # The handler's exception surfaces after the query was sent, before its
+    # result was read: the next command on that connection would fail with
+    # "Commands out of sync", so it must not be lent as it is.
+    alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return=reset)
+    wrapper = alias.wrapper()
+    alarm(0.2)
+    with pytest.raises(SoftTimeLimit), wrapper.cursor() as cursor:
+        cursor.execute("SELECT SLEEP(0.5), 1")
+    wrapper.close()
+    nxt = alias.wrapper()
+    with nxt.cursor() as cursor:
+        cursor.execute("SELECT 42")
+        assert cursor.fetchone()[0] == 42
+    nxt.close()

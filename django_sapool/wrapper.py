@@ -67,7 +67,8 @@ class PooledDatabaseWrapperMixin:
         self._sapool_skip_init = False
         # Driver cursors made during the current loan: closed when the
         # connection goes back, so none can run on the next borrower's session.
-        self._sapool_cursors: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Weak references without callbacks: the cheapest to make per cursor.
+        self._sapool_cursors: list[weakref.ref[Any]] = []
         # A named (server-side) cursor was made during the loan: the reset
         # closes whatever such cursors left open on the server.
         self._sapool_named_cursors = False
@@ -81,10 +82,6 @@ class PooledDatabaseWrapperMixin:
         params: dict[str, Any] = super().get_connection_params()  # type: ignore[misc]
         params.pop(OPTIONS_KEY, None)
         params.pop("pool", None)  # False; Django removes it itself only on PG 5.1+
-        # A stalled server must not hang a worker in connect() for minutes.
-        timeout = connect_timeout.default_for(self.vendor, params)
-        if timeout is not None:
-            params["connect_timeout"] = timeout
         return params
 
     # Not @async_unsafe: only connect() calls it, and connect() is.
@@ -104,7 +101,16 @@ class PooledDatabaseWrapperMixin:
 
     def sapool_open_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a physical connection with Django's own code (the pool's creator)."""
-        return super().get_new_connection(conn_params)  # type: ignore[misc]
+        params = self.sapool_connect_params(conn_params)
+        return super().get_new_connection(params)  # type: ignore[misc]
+
+    def sapool_connect_params(self, conn_params: dict[str, Any]) -> dict[str, Any]:
+        """What the driver gets: a stalled server must not hang connect() for
+        minutes, so a default connect_timeout (per connect, not per checkout)."""
+        timeout = connect_timeout.default_for(self.vendor, conn_params)
+        if timeout is None:
+            return conn_params
+        return {**conn_params, "connect_timeout": timeout}
 
     def init_connection_state(self) -> None:
         if self._sapool_skip_init:
@@ -127,7 +133,10 @@ class PooledDatabaseWrapperMixin:
             self.ensure_connection()  # type: ignore[attr-defined]
         cursor = super().create_cursor(name)  # type: ignore[misc]
         if self._sapool_fairy is not None:
-            self._sapool_cursors.add(cursor)
+            cursors = self._sapool_cursors
+            if len(cursors) >= _PRUNE_CURSORS_AT:  # a long loan: forget the dead
+                cursors[:] = [ref for ref in cursors if ref() is not None]
+            cursors.append(weakref.ref(cursor))
             if name:
                 self._sapool_named_cursors = True
         return cursor
@@ -166,8 +175,10 @@ class PooledDatabaseWrapperMixin:
             return None
         # The loan ends here, whatever happens below: an exception raised by a
         # signal handler during the check must not leave it half-returned.
-        cursors, named = list(self._sapool_cursors), self._sapool_named_cursors
-        self._sapool_cursors.clear()
+        cursors = [ref() for ref in self._sapool_cursors]
+        cursors = [cursor for cursor in cursors if cursor is not None]
+        named = self._sapool_named_cursors
+        self._sapool_cursors = []
         self._sapool_named_cursors = False
         self._sapool_fairy = self._sapool_pool = None
         self._sapool_skip_init = False
@@ -270,11 +281,11 @@ class PooledDatabaseWrapperMixin:
         pool = self._sapool_pool
         assert pool is not None
         registry.keep_inherited(
-            self.connection, self._sapool_fairy, list(self._sapool_cursors)
+            self.connection, self._sapool_fairy, [ref() for ref in self._sapool_cursors]
         )
         self._sapool_fairy = self._sapool_pool = None
         self._sapool_skip_init = False
-        self._sapool_cursors = weakref.WeakSet()
+        self._sapool_cursors = []
         self._sapool_named_cursors = False
         if self.in_atomic_block:
             # The parent's transaction cannot continue here: as after close().
@@ -315,6 +326,9 @@ class _PoolChoice:
     health_checks: Any
     pool: DatabasePool
 
+
+#: Cursors a loan keeps track of before dropping those already freed.
+_PRUNE_CURSORS_AT = 64
 
 #: Connect parameters (and OPTIONS keys) that authenticate, never identify.
 _SECRETS = frozenset({"password", "passwd"})

@@ -228,9 +228,17 @@ def test_a_stalled_connect_is_bounded_by_connect_timeout(
 
 
 def test_connect_timeout_is_set_unless_given(pool_alias: Any) -> None:
-    assert pool_alias().wrapper().get_connection_params()["connect_timeout"] == 10
+    assert driver_params(pool_alias().wrapper())["connect_timeout"] == 10
     given = pool_alias(options={"connect_timeout": 3}).wrapper()
-    assert given.get_connection_params()["connect_timeout"] == 3
+    assert driver_params(given)["connect_timeout"] == 3
+
+
+def driver_params(wrapper: Any) -> dict[str, Any]:
+    """The parameters the driver gets when the pool opens a connection."""
+    params: dict[str, Any] = wrapper.sapool_connect_params(
+        wrapper.get_connection_params()
+    )
+    return params
 
 
 # direct_server: counts our sessions on the server.

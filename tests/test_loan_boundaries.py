@@ -28,6 +28,7 @@ from django_sapool.reaper import reaper
 from django_sapool.watchdog import watchdog
 from tests.server import Observer, backend_id, stock_settings
 from tests.tcp_proxy import tcp_proxy
+from tests.test_faults import driver_params
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -230,7 +231,7 @@ def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
 ) -> None:
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
     stock = make_wrapper("stock", pool_alias()).get_connection_params()
-    ours = pool_alias().wrapper().get_connection_params()
+    ours = driver_params(pool_alias().wrapper())
     assert "connect_timeout" not in stock
     assert "connect_timeout" not in ours
 
@@ -244,8 +245,8 @@ def test_a_service_file_connect_timeout_is_left_in_charge(
     monkeypatch.setenv("PGSERVICEFILE", str(service_file))
     slow = pool_alias(options={"service": "slow"}).wrapper()
     plain = pool_alias(options={"service": "plain"}).wrapper()
-    assert "connect_timeout" not in slow.get_connection_params()
-    assert plain.get_connection_params()["connect_timeout"] == 10
+    assert "connect_timeout" not in driver_params(slow)
+    assert driver_params(plain)["connect_timeout"] == 10
 
 
 def test_a_collected_borrowers_connection_is_closed_off_the_collecting_thread(

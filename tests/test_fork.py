@@ -9,13 +9,9 @@ must open its own sessions, whether the fork ran Python's fork hooks
 from __future__ import annotations
 
 import copy
-import ctypes
 import gc
-import json
 import multiprocessing
 import os
-import select
-import signal
 import subprocess
 import sys
 import threading
@@ -31,46 +27,10 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import registry
+from tests.forking import c_fork, in_child, python_fork
 from tests.server import VENDOR, Observer, backend_id, backend_id_sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
-
-
-def python_fork() -> int:
-    return os.fork()
-
-
-def c_fork() -> int:
-    """fork(2) without Python's fork hooks, as uWSGI does by default."""
-    libc = ctypes.PyDLL(None)  # keeps the GIL across the call
-    return int(libc.fork())
-
-
-def in_child(
-    fork: Callable[[], int], work: Callable[[], Any], timeout: float = 30
-) -> Any:
-    """Run ``work`` in a forked child; return its JSON result or fail the test."""
-    read_end, write_end = os.pipe()
-    pid = fork()
-    if pid == 0:  # the child: report and leave without running any cleanup
-        status = 0
-        try:
-            payload = {"result": work()}
-        except BaseException:
-            payload, status = {"error": traceback.format_exc()}, 1
-        os.write(write_end, json.dumps(payload).encode())
-        os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        if not select.select([pipe], [], [], timeout)[0]:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"child hung for {timeout} s")
-        payload = json.loads(pipe.read() or '{"error": "child died"}')
-    os.waitpid(pid, 0)
-    if "error" in payload:
-        pytest.fail(f"child failed:\n{payload['error']}")
-    return payload["result"]
 
 
 # direct_server: tells the child's connections from the parent's by server

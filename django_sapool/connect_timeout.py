@@ -28,6 +28,20 @@ def default_for(vendor: str, params: Mapping[str, Any]) -> int | None:
     return DEFAULT_CONNECT_TIMEOUT
 
 
+def probe_limit(vendor: str, params: Mapping[str, Any]) -> float:
+    """How long a connect attempt may take before the gate presumes it lost.
+
+    The effective connect_timeout (libpq's own when it sets one, which we
+    cannot read back: then our default) plus a margin.
+    """
+    given = params.get("connect_timeout") or default_for(vendor, params)
+    try:
+        seconds = float(given or DEFAULT_CONNECT_TIMEOUT)
+    except (TypeError, ValueError):
+        seconds = DEFAULT_CONNECT_TIMEOUT
+    return max(seconds, 2.0) + 1.0
+
+
 def _libpq_sets_connect_timeout(params: Mapping[str, Any]) -> bool:
     if os.environ.get("PGCONNECT_TIMEOUT"):
         return True

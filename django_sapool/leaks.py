@@ -12,13 +12,13 @@ out longer than the limit, and an INFO line if it comes back after all.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import registry
 
@@ -39,18 +39,25 @@ class Loan:
 class LeakWatch:
     """The loans of one pool with a leak_timeout, checked by the watcher."""
 
-    def __init__(self, alias: str, limit: float) -> None:
+    def __init__(
+        self, alias: str, limit: float, *, watcher: _Watcher | None = None
+    ) -> None:
+        """Watched by ``watcher``, by default this process's one."""
         self.alias = alias
         self.limit = limit
         # Keyed by SQLAlchemy's proxy: a borrower collected without giving the
         # connection back takes its loan with it (the checkin hook resets it).
         self._loans: weakref.WeakKeyDictionary[Any, Loan] = weakref.WeakKeyDictionary()
-        _watcher.watch(self)  # the current process's watcher (see below)
+        if watcher is None:
+            registry.check_fork()  # a child forked from C gets its own watcher
+            watcher = _watcher
+        self._clock = watcher.clock
+        watcher.watch(self)
 
     def lent(self, fairy: Any) -> None:
         self._loans[fairy] = Loan(
             self.alias,
-            time.monotonic(),
+            self._clock(),
             threading.current_thread().name,
             traceback.StackSummary.from_list(traceback.extract_stack()[:-2]),
         )
@@ -63,17 +70,13 @@ class LeakWatch:
                 "back after %.1f s",
                 self.alias,
                 loan.thread,
-                time.monotonic() - loan.started,
+                self._clock() - loan.started,
             )
 
     def overdue(self, now: float) -> list[Loan]:
         """Loans past the limit not reported yet; marks them reported."""
-        while True:
-            try:  # borrowers' threads add and remove loans meanwhile
-                loans = list(self._loans.values())
-                break
-            except RuntimeError:
-                continue
+        # Borrowers' threads add and remove loans meanwhile.
+        loans = _snapshot(self._loans.values())
         late = [
             loan
             for loan in loans
@@ -85,38 +88,77 @@ class LeakWatch:
 
 
 class _Watcher:
-    """One daemon thread per process that checks every LeakWatch."""
+    """One daemon thread per process that checks every LeakWatch.
 
-    def __init__(self) -> None:
+    Nothing may stop it: an error in one round is logged (once) and the next
+    round comes all the same, or leaks would go unreported for good.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._watches: weakref.WeakSet[LeakWatch] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._pid = 0
+        self._running = False
         self._wake = threading.Event()
+        self._round = threading.Lock()
+        self._error_logged = False
 
     def watch(self, leak_watch: LeakWatch) -> None:
         with self._lock:
             self._watches.add(leak_watch)
-            if self._pid != os.getpid():  # never started, or started before fork
-                self._pid = os.getpid()
-                self._wake = threading.Event()
+            if not self._running:
+                self._running = True
                 threading.Thread(
                     target=self._run, name="django_sapool leak watcher", daemon=True
                 ).start()
-            else:
-                self._wake.set()  # a shorter limit may need an earlier look
+        self._wake.set()  # a shorter limit may need an earlier look
+
+    def check(self) -> float:
+        """One round: report overdue loans; return when to look next (s)."""
+        with self._round:  # never two rounds at once: each loan reported once
+            watches = _snapshot(self._watches)  # pools are made meanwhile
+            now = self.clock()
+            for leak_watch in watches:
+                try:
+                    for loan in leak_watch.overdue(now):
+                        _report(leak_watch, loan, now)
+                except Exception:  # the other pools' leaks still count
+                    self._unexpected()
+        # Look again within a quarter of the shortest limit.
+        limits = [w.limit for w in watches] or [60.0]
+        return min(max(min(limits) / 4, 0.05), 5.0)
 
     def _run(self) -> None:
-        wake = self._wake
         while True:
-            watches = list(self._watches)
-            now = time.monotonic()
-            for leak_watch in watches:
-                for loan in leak_watch.overdue(now):
-                    _report(leak_watch, loan, now)
-            # Look again within a quarter of the shortest limit.
-            limits = [w.limit for w in watches] or [60.0]
-            wake.wait(min(max(min(limits) / 4, 0.05), 5.0))
-            wake.clear()
+            self._wake.clear()
+            try:
+                delay = self.check()
+            except Exception:
+                self._unexpected()
+                delay = 1.0
+            self._wake.wait(delay)
+
+    def _unexpected(self) -> None:
+        """Log the error being handled, the first time only: it may recur."""
+        if not self._error_logged:
+            self._error_logged = True
+            logger.exception(
+                "django_sapool leak watcher: unexpected error (logged once); "
+                "leak detection goes on"
+            )
+
+
+_T = TypeVar("_T")
+
+
+def _snapshot(items: Iterable[_T]) -> list[_T]:
+    """A list of a weak collection that other threads may change meanwhile."""
+    for _ in range(100):
+        try:
+            return list(items)
+        except RuntimeError:  # "changed size during iteration": look again
+            continue
+    return list(items)
 
 
 def _report(leak_watch: LeakWatch, loan: Loan, now: float) -> None:

@@ -71,6 +71,7 @@ class DatabasePool:
         unavailable_error: type[ServerUnavailable],
         driver_error: type[Exception],
         description: str,
+        probe_limit: float,
     ) -> None:
         self.alias = alias
         self.config = config
@@ -113,7 +114,7 @@ class DatabasePool:
         #: What a failed reset may raise and still be ours to handle; anything
         #: else (an exception from a signal handler) is the caller's.
         self._reset_errors = (driver_error, OSError)
-        self._gate = ConnectGate(alias, config.unreachable_wait)
+        self._gate = ConnectGate(alias, config.unreachable_wait, probe_limit)
         if config.pre_ping and config.ping_timeout is not None:
             self._bound_pings(self._pool._dialect)
         self.stats = registry.stats_for(alias)
@@ -190,9 +191,8 @@ class DatabasePool:
                 return self._pool.connect()
             except sqlalchemy.exc.TimeoutError:
                 if self._gate.failed_since(started):
-                    raise self._unavailable_error(
-                        self._gate.no_connection_message()
-                    ) from None
+                    message = self._gate.no_idle_message(time.monotonic() - started)
+                    raise self._unavailable_error(message) from None
                 if deadline - time.monotonic() < self._wait_slice / 2:
                     raise
 
@@ -249,18 +249,16 @@ class DatabasePool:
         if borrower_and_params is None:
             raise RuntimeError("django_sapool pools open connections only at checkout")
         borrower, conn_params, checkout_started = borrower_and_params
-        try:
-            probe = self._gate.enter(checkout_started)
-        except Unreachable as verdict:
-            raise self._unavailable_error(str(verdict)) from None
         started = time.monotonic()
         try:
-            connection = borrower.sapool_open_connection(conn_params)
-        except BaseException as exc:
+            connection = self._gate.run(
+                checkout_started, lambda: borrower.sapool_open_connection(conn_params)
+            )
+        except Unreachable as verdict:
+            raise self._unavailable_error(str(verdict)) from None
+        except BaseException:
             self.stats.add("connections_errors")
-            self._gate.failed(probe, started, exc)
             raise
-        self._gate.succeeded(probe)
         stats, slot = self.stats, record.record_info
         assert slot is not None
         stats.add("connections_num")

@@ -6,7 +6,9 @@ never use, close or even garbage-collect what it inherited: the sockets are
 the parent's (and mysqlclient sends COM_QUIT when a connection is collected).
 So the child forgets the parent's pools, keeps every inherited object alive
 in ``_inherited``, and opens its own. Fork is noticed by ``os.register_at_fork``
-and, for forks made from C (uWSGI), by comparing pids at each checkout.
+and, for forks made from C (uWSGI), by comparing pids at every entry point
+(``check_fork``). A child forked from C may have several threads arrive at
+once: the first does the move, once, and the others wait for it to finish.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_sapool")
 _pools: dict[tuple[str, str], DatabasePool] = {}
 _lock = threading.Lock()
+#: The process the state here belongs to; a child sets it last in its move.
 _pid = os.getpid()
+#: A lock per process for its move out of the parent, made by the child's
+#: first thread to notice (dict.setdefault is atomic): no thread of the
+#: parent can hold it. Reentrant for callbacks that call back in.
+_move_locks: dict[int, threading.RLock] = {}
+#: The pid whose move is under way (a callback calling back in must not wait).
+_moving = 0
 #: Connections lent right now, so the fork hooks can pin them (see _before_fork).
 lent_connections: weakref.WeakSet[Any] = weakref.WeakSet()
 _pinned: list[Any] = []
@@ -42,13 +51,17 @@ def get_or_create(
     alias: str, fingerprint: str, factory: Callable[[], DatabasePool]
 ) -> DatabasePool:
     """Return this process's pool for the key, creating it at most once."""
-    _check_pid()
+    check_fork()
+    pid = os.getpid()
     key = (alias, fingerprint)
     pool = _pools.get(key)
-    if pool is not None:
+    if pool is not None and pool.pid == pid:
         return pool
     with _lock:
         pool = _pools.get(key)
+        if pool is not None and pool.pid != pid:  # never lend another's
+            keep_inherited(pool)
+            pool = None
         if pool is None:
             pool = _pools[key] = factory()
     return pool
@@ -62,8 +75,7 @@ def dispose(alias: str | None = None) -> None:
     they come back. In a forked child the inherited pools are forgotten without
     a byte sent on their sockets.
     """
-    if _check_pid():
-        return
+    check_fork()  # forgets what the parent had: only this process's are left
     with _lock:
         doomed = [key for key in _pools if alias is None or key[0] == alias]
         pools = [_pools.pop(key) for key in doomed]
@@ -73,13 +85,13 @@ def dispose(alias: str | None = None) -> None:
 
 def pools() -> list[DatabasePool]:
     """This process's current pools."""
-    _check_pid()
+    check_fork()
     return list(_pools.values())
 
 
 def stats_for(alias: str) -> PoolStats:
     """The counters of ``alias`` in this process."""
-    _check_pid()
+    check_fork()
     stats = _stats.get(alias)
     if stats is None:
         from .stats import PoolStats  # stats.py reads the registry
@@ -91,7 +103,7 @@ def stats_for(alias: str) -> PoolStats:
 
 def stats_aliases() -> list[str]:
     """Aliases that have had a pool in this process."""
-    _check_pid()
+    check_fork()
     return list(_stats)
 
 
@@ -121,30 +133,55 @@ def keep_inherited(*objects: Any) -> None:
 
 
 def on_fork_in_child(callback: Callable[[], None]) -> None:
-    """Run ``callback`` in a child after the parent's pools are forgotten."""
+    """Run ``callback`` in a child once, during its move out of the parent.
+
+    The parent's pools are forgotten by then, and no other thread of the
+    child gets past ``check_fork`` until every callback has returned.
+    """
     _fork_callbacks.append(callback)
 
 
-def _check_pid() -> bool:
-    """Forget the parent's pools if this is a forked child; True if it was."""
-    if _pid == os.getpid():
-        return False
-    _forget_parent()
-    return True
+def check_fork() -> None:
+    """In a forked child, finish its move out of the parent before going on.
+
+    Every entry point calls this first. The first thread to notice the fork
+    makes the move, once; the others wait for it, so none can see the
+    parent's pools or a half-made move.
+    """
+    pid = os.getpid()
+    if _pid != pid:
+        _move_to(pid)
 
 
-def _forget_parent() -> None:
-    global _lock, _pid
+def _move_to(pid: int) -> None:
+    global _move_locks, _moving, _pid
+    lock = _move_locks.setdefault(pid, threading.RLock())
+    with lock:
+        if _pid == pid or _moving == pid:  # done, or a callback called back
+            return
+        _move_locks = {pid: lock}  # a later child's pid may reuse an old one
+        _moving = pid
+        try:
+            _forget_parent(pid)
+        finally:
+            _moving = 0
+        _pid = pid  # last: threads that see it skip the lock
+
+
+def _forget_parent(pid: int) -> None:
+    global _lock
     # The parent's lock may have been held by a thread that does not exist here.
     _lock = threading.Lock()
-    _pid = os.getpid()
     keep_inherited(dict(_pools), list(_pinned), list(lent_connections))
     _pools.clear()
     _pinned.clear()
     _stats.clear()  # the child's own figures start now
-    logger.info("Fork detected: process %d forgot its parent's pools", _pid)
+    logger.info("Fork detected: process %d forgot its parent's pools", pid)
     for callback in _fork_callbacks:
-        callback()
+        try:
+            callback()
+        except Exception:  # the others must run all the same
+            logger.exception("Fork detected: a fork callback failed")
 
 
 def _before_fork() -> None:
@@ -167,5 +204,5 @@ def _after_fork_in_parent() -> None:
 os.register_at_fork(
     before=_before_fork,
     after_in_parent=_after_fork_in_parent,
-    after_in_child=_forget_parent,
+    after_in_child=check_fork,
 )

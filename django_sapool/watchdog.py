@@ -36,14 +36,19 @@ class Watchdog:
         self._lock = threading.Lock()
         #: key -> (deadline, socket fd, alias, what the call is)
         self._calls: dict[int, tuple[float, int, str, str]] = {}
+        #: Calls cut whose finish() has not come yet.
+        self._cut: set[int] = set()
         self._keys = itertools.count()
-        self._pid = 0
+        self._running = False
+        self._error_logged = False
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's calls and lock are not ours."""
+        """In a forked child (registry callback): the parent's thread, calls
+        and lock are not ours, and the lock may be held by a vanished thread."""
         self._lock = threading.Lock()
         self._calls = {}
-        self._pid = 0
+        self._cut = set()
+        self._running = False
 
     def start(self, connection: Any, limit: float, alias: str, what: str) -> int | None:
         """Note a call on ``connection`` that must end within ``limit`` seconds."""
@@ -51,12 +56,13 @@ class Watchdog:
             fd = int(connection.fileno())
         except Exception:  # closed already: the call will fail by itself
             return None
+        if fd < 0:  # a closed socket says so instead
+            return None
+        registry.check_fork()  # a child forked from C learns it here
         key = next(self._keys)
-        if self._pid and self._pid != os.getpid():
-            self.forget_parent()  # forked from C, without Python's fork hooks
         with self._lock:
-            if not self._pid:  # first use in this process
-                self._pid = os.getpid()
+            if not self._running:  # first use in this process
+                self._running = True
                 threading.Thread(
                     target=self._run, name="django_sapool watchdog", daemon=True
                 ).start()
@@ -64,36 +70,51 @@ class Watchdog:
         return key
 
     def finish(self, key: int | None) -> bool:
-        """The call ended: from now on its socket is left alone.
+        """The call ended: leave its socket alone. True if it was cut.
 
-        True if the watchdog cut it first: its socket is shut down, even if
-        the call itself succeeded, so the connection must be discarded.
+        A cut call's connection is dead even if the call itself succeeded (it
+        ended right at its deadline): the caller must discard it.
         """
         if key is None:
             return False
         with self._lock:
-            return self._calls.pop(key, None) is None
+            if self._calls.pop(key, None) is not None:
+                return False
+            if key in self._cut:
+                self._cut.discard(key)
+                return True
+            return False
 
     def _run(self) -> None:
-        pid = os.getpid()
-        while self._pid == pid:
+        while True:
             time.sleep(POLL_SECONDS)
             if not self._calls:
                 continue
-            now = time.monotonic()
-            # Under the lock: a call that finished cannot have its socket (or
-            # a new socket reusing the number) shut down behind its back.
-            with self._lock:
-                for key, (deadline, fd, alias, what) in list(self._calls.items()):
-                    if now >= deadline:
-                        del self._calls[key]
-                        _shut_down(fd)
-                        logger.warning(
-                            "Alias %r: %s took longer than ping_timeout; the "
-                            "connection was cut and will be discarded",
-                            alias,
-                            what,
-                        )
+            try:
+                self._cut_overdue(time.monotonic())
+            except Exception:  # pragma: no cover - a bug: say so once, go on
+                if not self._error_logged:
+                    self._error_logged = True
+                    logger.exception("django_sapool watchdog: unexpected error")
+
+    def _cut_overdue(self, now: float) -> None:
+        cut = []
+        # Under the lock: a call that finished cannot have its socket (or
+        # a new socket reusing the number) shut down behind its back.
+        with self._lock:
+            for key, (deadline, fd, alias, what) in list(self._calls.items()):
+                if now >= deadline:
+                    del self._calls[key]
+                    self._cut.add(key)
+                    _shut_down(fd)
+                    cut.append((alias, what))
+        for alias, what in cut:
+            logger.warning(
+                "Alias %r: %s took longer than ping_timeout; the connection "
+                "was cut and will be discarded",
+                alias,
+                what,
+            )
 
 
 def _shut_down(fd: int) -> None:

@@ -274,6 +274,7 @@ class PooledDatabaseWrapperMixin:
             unavailable_error=server_unavailable_class(self.Database),
             driver_error=self.Database.Error,
             description=describe(conn_params),
+            probe_limit=connect_timeout.probe_limit(self.vendor, conn_params),
         )
 
     def _sapool_forget_inherited(self) -> None:

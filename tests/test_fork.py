@@ -9,13 +9,9 @@ must open its own sessions, whether the fork ran Python's fork hooks
 from __future__ import annotations
 
 import copy
-import ctypes
 import gc
-import json
 import multiprocessing
 import os
-import select
-import signal
 import subprocess
 import sys
 import threading
@@ -30,46 +26,11 @@ from django.db import connection, connections
 from django.db.utils import load_backend
 
 import django_sapool
-from tests.server import Observer, backend_id, backend_id_sql
+from django_sapool import registry
+from tests.forking import c_fork, in_child, python_fork
+from tests.server import VENDOR, Observer, backend_id, backend_id_sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
-
-
-def python_fork() -> int:
-    return os.fork()
-
-
-def c_fork() -> int:
-    """fork(2) without Python's fork hooks, as uWSGI does by default."""
-    libc = ctypes.PyDLL(None)  # keeps the GIL across the call
-    return int(libc.fork())
-
-
-def in_child(
-    fork: Callable[[], int], work: Callable[[], Any], timeout: float = 30
-) -> Any:
-    """Run ``work`` in a forked child; return its JSON result or fail the test."""
-    read_end, write_end = os.pipe()
-    pid = fork()
-    if pid == 0:  # the child: report and leave without running any cleanup
-        status = 0
-        try:
-            payload = {"result": work()}
-        except BaseException:
-            payload, status = {"error": traceback.format_exc()}, 1
-        os.write(write_end, json.dumps(payload).encode())
-        os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        if not select.select([pipe], [], [], timeout)[0]:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"child hung for {timeout} s")
-        payload = json.loads(pipe.read() or '{"error": "child died"}')
-    os.waitpid(pid, 0)
-    if "error" in payload:
-        pytest.fail(f"child failed:\n{payload['error']}")
-    return payload["result"]
 
 
 # direct_server: tells the child's connections from the parent's by server
@@ -108,6 +69,93 @@ def test_child_opens_its_own_sessions_and_parent_keeps_its_own(
     assert {backend_id(idle), backend_id(lent)} == parent_sessions
     assert observer.alive(parent_sessions) == parent_sessions
     observer.wait_gone(child_sessions)  # the child's sessions ended with it
+
+
+def session_known_to_client(raw: Any) -> int:
+    """The server session a driver connection is on, without a round trip."""
+    if VENDOR == "mysql":
+        return int(raw.thread_id())
+    return int(raw.info.backend_pid)
+
+
+# direct_server: tells the child's connections from the parent's by server
+# session and reads what the parent's sessions ran last.
+@pytest.mark.direct_server
+def test_threads_racing_to_check_out_after_a_c_fork_never_get_the_parents_sessions(
+    pool_alias: Any, observer: Observer
+) -> None:
+    """uWSGI forks from C, so only a pid comparison notices the fork, and the
+    child's threads may all make their first checkout at once. None may get
+    the parent's pool (or a connection of it), and the child must end up with
+    one pool for the alias, not one per thread that noticed the fork.
+
+    Forked from the test's own thread: CPython cannot fork from C while
+    another of its threads waits for the GIL (the child would hang)."""
+    threads, forks = 16, 30
+    alias = pool_alias(
+        pool_size=4, max_overflow=threads, pre_ping=True, leak_timeout=60
+    )
+    held = [alias.wrapper() for _ in range(4)]
+    parent_sessions = {backend_id(wrapper) for wrapper in held}
+    for wrapper in held:
+        wrapper.close()  # four idle connections the child's threads could take
+    assert len(parent_sessions) == 4
+
+    def child_work() -> dict[str, Any]:
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible
+        start = threading.Barrier(threads)
+        seen: list[tuple[int, int, int]] = []  # session, pool id, pool pid
+        errors: list[str] = []
+
+        def first_checkout() -> None:
+            wrapper = alias.wrapper()
+            try:
+                start.wait(10)
+                wrapper.ensure_connection()
+                pool = wrapper._sapool_pool
+                seen.append(
+                    (session_known_to_client(wrapper.connection), id(pool), pool.pid)
+                )
+            except BaseException:
+                errors.append(traceback.format_exc())
+            finally:
+                wrapper.close()
+
+        workers = [threading.Thread(target=first_checkout) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        registered = [id(pool) for pool in registry.pools() if pool.alias == alias.name]
+        return {
+            "pid": os.getpid(),
+            "seen": seen,
+            "errors": errors,
+            "registered": registered,
+        }
+
+    def parent_sessions_untouched() -> None:
+        assert observer.alive(parent_sessions) == parent_sessions
+        if VENDOR == "postgresql":  # nothing was sent on them by a child
+            for session in parent_sessions:
+                assert observer.last_statement(session) == backend_id_sql()
+
+    for _ in range(forks):
+        report = in_child(c_fork, child_work, timeout=60)
+        assert report["errors"] == []
+        seen = report["seen"]
+        assert len(seen) == threads
+        assert not {session for session, _, _ in seen} & parent_sessions
+        assert {pid for _, _, pid in seen} == {report["pid"]}
+        assert len({pool for _, pool, _ in seen}) == 1
+        assert report["registered"] == [seen[0][1]]
+        parent_sessions_untouched()
+
+    # The parent's sessions still serve the parent, and work.
+    again = [alias.wrapper() for _ in range(4)]
+    assert {backend_id(wrapper) for wrapper in again} == parent_sessions
+    for wrapper in again:
+        wrapper.close()
 
 
 # session_bound: expects the same server sessions to serve after the fork; in

@@ -1,0 +1,67 @@
+"""Forking helpers for tests: run work in a child, fork as uWSGI does.
+
+A child made by a fork from C (``c_fork``) runs none of Python's fork hooks,
+so its ``threading`` module still lists the parent's threads, which do not
+exist there; ``live_threads`` counts only the threads the kernel has.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+def python_fork() -> int:
+    return os.fork()
+
+
+def c_fork() -> int:
+    """fork(2) without Python's fork hooks, as uWSGI does by default."""
+    libc = ctypes.PyDLL(None)  # keeps the GIL across the call
+    return int(libc.fork())
+
+
+def in_child(
+    fork: Callable[[], int], work: Callable[[], Any], timeout: float = 30
+) -> Any:
+    """Run ``work`` in a forked child; return its JSON result or fail the test."""
+    read_end, write_end = os.pipe()
+    pid = fork()
+    if pid == 0:  # the child: report and leave without running any cleanup
+        status = 0
+        try:
+            payload = {"result": work()}
+        except BaseException:
+            payload, status = {"error": traceback.format_exc()}, 1
+        os.write(write_end, json.dumps(payload).encode())
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        if not select.select([pipe], [], [], timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"child hung for {timeout} s")
+        payload = json.loads(pipe.read() or '{"error": "child died"}')
+    os.waitpid(pid, 0)
+    if "error" in payload:
+        pytest.fail(f"child failed:\n{payload['error']}")
+    return payload["result"]
+
+
+def live_threads(name: str) -> int:
+    """Threads called ``name`` that exist in this process (not the parent's)."""
+    tasks = {int(task) for task in os.listdir("/proc/self/task")}
+    return sum(
+        1
+        for thread in threading.enumerate()
+        if thread.name == name and thread.native_id in tasks
+    )

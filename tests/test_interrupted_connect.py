@@ -1,0 +1,92 @@
+"""A signal during the probe's blocking connect must not wedge the gate.
+
+psycopg2 and mysqlclient connect in C, retrying the wait when a signal comes;
+the Python handler (Celery's soft time limit, SIGINT) runs once the connect
+returns, and raises from the first Python call after it. Whatever that call
+was meant to record, the probe's slot must be freed, or every later checkout
+fails with ServerUnavailable until the process restarts.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import OperationalError
+
+from tests import settings as test_settings
+from tests.server import Observer, backend_id
+from tests.tcp_proxy import TcpProxy, tcp_proxy
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
+
+
+class Interrupted(BaseException):
+    """Stands for KeyboardInterrupt, raised by a signal handler."""
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Like Celery's: an Exception, raised by a SIGUSR1 handler."""
+
+
+@pytest.fixture
+def proxy(pool_alias: Any) -> Iterator[TcpProxy]:
+    settings_dict = pool_alias().settings_dict
+    with tcp_proxy(settings_dict["HOST"], int(settings_dict["PORT"])) as running:
+        yield running
+
+
+@pytest.fixture
+def raise_on_alarm() -> Iterator[list[type[BaseException]]]:
+    """SIGALRM raises the exception put in the list (in the test's thread)."""
+    raised: list[type[BaseException]] = []
+
+    def handler(signum: int, frame: object) -> None:
+        raise raised[0]
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    yield raised
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.xfail(
+    test_settings.DRIVER in {"psycopg2", "mysqlclient"},
+    strict=True,
+    reason="needs DatabasePool._open to connect through ConnectGate.run()",
+)
+@pytest.mark.parametrize("raised", [Interrupted, SoftTimeLimitExceeded])
+def test_a_signal_during_the_probes_blocking_connect_does_not_wedge_the_gate(
+    pool_alias: Any,
+    proxy: TcpProxy,
+    observer: Observer,
+    raise_on_alarm: list[type[BaseException]],
+    raised: type[BaseException],
+) -> None:
+    alias = pool_alias(
+        pool_size=2,
+        unreachable_wait=0.3,  # shorter than any take-over of a lost probe
+        settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+        options={"connect_timeout": 2},
+    )
+    proxy.refuse()
+    refused = alias.wrapper()
+    with pytest.raises(OperationalError):
+        backend_id(refused)  # the gate closes
+    refused.close()
+
+    proxy.stall()  # the next connect blocks until connect_timeout
+    raise_on_alarm.append(raised)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    probe = alias.wrapper()
+    with pytest.raises(raised):
+        backend_id(probe)  # the probe: its connect is interrupted
+    probe.close()
+
+    proxy.forward()  # the server is back: the next checkout connects
+    wrapper = alias.wrapper()
+    session = backend_id(wrapper)
+    wrapper.close()
+    assert observer.alive([session]) == {session}

@@ -41,6 +41,10 @@ class Watchdog:
         self._keys = itertools.count()
         self._running = False
         self._error_logged = False
+        #: Set when a call starts: an idle watchdog sleeps until then, so a
+        #: process with nothing in flight has no thread waking up (a fork
+        #: from C while another thread waits for the GIL hangs the child).
+        self._busy = threading.Event()
 
     def forget_parent(self) -> None:
         """In a forked child (registry callback): the parent's thread, calls
@@ -49,6 +53,7 @@ class Watchdog:
         self._calls = {}
         self._cut = set()
         self._running = False
+        self._busy = threading.Event()
 
     def start(self, connection: Any, limit: float, alias: str, what: str) -> int | None:
         """Note a call on ``connection`` that must end within ``limit`` seconds."""
@@ -67,6 +72,7 @@ class Watchdog:
                     target=self._run, name="django_sapool watchdog", daemon=True
                 ).start()
             self._calls[key] = (time.monotonic() + limit, fd, alias, what)
+        self._busy.set()
         return key
 
     def finish(self, key: int | None) -> bool:
@@ -86,10 +92,13 @@ class Watchdog:
             return False
 
     def _run(self) -> None:
+        busy = self._busy
         while True:
-            time.sleep(POLL_SECONDS)
             if not self._calls:
+                busy.wait()
+                busy.clear()
                 continue
+            time.sleep(POLL_SECONDS)
             try:
                 self._cut_overdue(time.monotonic())
             except Exception:  # pragma: no cover - a bug: say so once, go on

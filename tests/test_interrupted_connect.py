@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from tests import settings as test_settings
 from tests.server import Observer, backend_id
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -52,11 +51,6 @@ def raise_on_alarm() -> Iterator[list[type[BaseException]]]:
     signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.xfail(
-    test_settings.DRIVER in {"psycopg2", "mysqlclient"},
-    strict=True,
-    reason="needs DatabasePool._open to connect through ConnectGate.run()",
-)
 @pytest.mark.parametrize("raised", [Interrupted, SoftTimeLimitExceeded])
 def test_a_signal_during_the_probes_blocking_connect_does_not_wedge_the_gate(
     pool_alias: Any,

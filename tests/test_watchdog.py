@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from django_sapool.watchdog import POLL_SECONDS, watchdog
-from tests.forking import c_fork, in_child, live_threads
+from tests.forking import c_fork, in_child, live_threads, settle
 
 WATCHDOG_THREAD = "django_sapool watchdog"
 
@@ -85,6 +85,7 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
     ours, _server = pair
     watchdog.finish(watchdog.start(ours, 60, "parent", "the pre-ping"))
     assert live_threads(WATCHDOG_THREAD) == 1  # the parent's
+    settle()
     threads = 8
 
     def child_work() -> dict[str, object]:

@@ -408,6 +408,8 @@ class DatabasePool:
             return False
         finally:
             cut = watchdog.finish(call)
+        if cut:  # succeeded right at its deadline, but the socket is shut down
+            self.stats.add("reset_failures")
         return not cut
 
     def _on_checkin(self, connection: Any, record: ConnectionPoolEntry) -> None:

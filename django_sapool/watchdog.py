@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -25,35 +26,37 @@ from . import registry
 
 logger = logging.getLogger("django_sapool")
 
-#: How often the watchdog looks: a call is cut at most this late.
-POLL_SECONDS = 0.05
-
 
 class Watchdog:
-    """Calls in flight with their deadlines, checked by one thread per process."""
+    """Calls in flight with their deadlines, checked by one thread per process.
+
+    The thread sleeps until the earliest deadline, or until a call starts if
+    none is in flight: it does not poll. A thread that wakes for the GIL while
+    another forks from C (uWSGI) can leave the child's GIL handover stuck.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         #: key -> (deadline, socket fd, alias, what the call is)
         self._calls: dict[int, tuple[float, int, str, str]] = {}
         #: Calls cut whose finish() has not come yet.
         self._cut: set[int] = set()
         self._keys = itertools.count()
         self._running = False
+        #: When the thread looks next (monotonic); inf: when a call starts.
+        self._next_look = math.inf
         self._error_logged = False
-        #: Set when a call starts: an idle watchdog sleeps until then, so a
-        #: process with nothing in flight has no thread waking up (a fork
-        #: from C while another thread waits for the GIL hangs the child).
-        self._busy = threading.Event()
 
     def forget_parent(self) -> None:
         """In a forked child (registry callback): the parent's thread, calls
         and lock are not ours, and the lock may be held by a vanished thread."""
         self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._calls = {}
         self._cut = set()
         self._running = False
-        self._busy = threading.Event()
+        self._next_look = math.inf
 
     def start(self, connection: Any, limit: float, alias: str, what: str) -> int | None:
         """Note a call on ``connection`` that must end within ``limit`` seconds."""
@@ -65,14 +68,17 @@ class Watchdog:
             return None
         registry.check_fork()  # a child forked from C learns it here
         key = next(self._keys)
+        deadline = time.monotonic() + limit
         with self._lock:
+            self._calls[key] = (deadline, fd, alias, what)
             if not self._running:  # first use in this process
                 self._running = True
                 threading.Thread(
                     target=self._run, name="django_sapool watchdog", daemon=True
                 ).start()
-            self._calls[key] = (time.monotonic() + limit, fd, alias, what)
-        self._busy.set()
+            elif deadline < self._next_look:  # rarely: once per idle spell
+                self._next_look = deadline
+                self._wakeup.notify()
         return key
 
     def finish(self, key: int | None) -> bool:
@@ -92,31 +98,34 @@ class Watchdog:
             return False
 
     def _run(self) -> None:
-        busy = self._busy
         while True:
-            if not self._calls:
-                busy.wait()
-                busy.clear()
-                continue
-            time.sleep(POLL_SECONDS)
             try:
-                self._cut_overdue(time.monotonic())
+                self._look()
             except Exception:  # pragma: no cover - a bug: say so once, go on
                 if not self._error_logged:
                     self._error_logged = True
                     logger.exception("django_sapool watchdog: unexpected error")
+                time.sleep(1)
 
-    def _cut_overdue(self, now: float) -> None:
+    def _look(self) -> None:
+        """Cut the calls past their deadline, or sleep until the next one."""
         cut = []
         # Under the lock: a call that finished cannot have its socket (or
         # a new socket reusing the number) shut down behind its back.
         with self._lock:
+            now = time.monotonic()
+            next_look = math.inf
             for key, (deadline, fd, alias, what) in list(self._calls.items()):
                 if now >= deadline:
                     del self._calls[key]
                     self._cut.add(key)
                     _shut_down(fd)
                     cut.append((alias, what))
+                else:
+                    next_look = min(next_look, deadline)
+            self._next_look = next_look
+            if not cut:
+                self._wakeup.wait(None if next_look == math.inf else next_look - now)
         for alias, what in cut:
             logger.warning(
                 "Alias %r: %s took longer than ping_timeout; the connection "

@@ -2,7 +2,11 @@
 
 A child made by a fork from C (``c_fork``) runs none of Python's fork hooks,
 so its ``threading`` module still lists the parent's threads, which do not
-exist there; ``live_threads`` counts only the threads the kernel has.
+exist there; ``live_threads`` counts only the threads the kernel has. Nor is
+the GIL reset: if another thread was waiting for it at the fork, the child
+inherits a condition variable with a waiter that does not exist, and can hang
+handing the GIL over. ``settle()`` before forking lets threads just woken (a
+watchdog told of a new call, say) go back to sleep.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import select
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -65,3 +70,8 @@ def live_threads(name: str) -> int:
         for thread in threading.enumerate()
         if thread.name == name and thread.native_id in tasks
     )
+
+
+def settle() -> None:
+    """Let this process's other threads go back to sleep before a C fork."""
+    time.sleep(0.2)

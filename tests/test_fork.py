@@ -27,7 +27,7 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import registry
-from tests.forking import c_fork, in_child, python_fork
+from tests.forking import c_fork, in_child, python_fork, settle
 from tests.server import VENDOR, Observer, backend_id, backend_id_sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
@@ -140,6 +140,7 @@ def test_threads_racing_to_check_out_after_a_c_fork_never_get_the_parents_sessio
             for session in parent_sessions:
                 assert observer.last_statement(session) == backend_id_sql()
 
+    settle()
     for _ in range(forks):
         report = in_child(c_fork, child_work, timeout=60)
         assert report["errors"] == []

@@ -17,7 +17,7 @@ import pytest
 
 from django_sapool import leaks, registry
 from django_sapool.leaks import LeakWatch
-from tests.forking import c_fork, in_child, live_threads
+from tests.forking import c_fork, in_child, live_threads, settle
 
 WATCHER_THREAD = "django_sapool leak watcher"
 
@@ -152,6 +152,7 @@ def test_one_leak_watcher_thread_in_a_c_forked_child_whose_threads_watch_at_once
     learn of it, some from the registry and some from the leak watcher."""
     LeakWatch("parent", 60)
     assert live_threads(WATCHER_THREAD) >= 1  # the parent's, at least one
+    settle()
     threads = 8
 
     def child_work() -> dict[str, int]:

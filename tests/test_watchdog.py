@@ -14,10 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_sapool.watchdog import POLL_SECONDS, watchdog
-from tests.forking import c_fork, in_child, live_threads
+from django_sapool.watchdog import watchdog
+from tests.forking import c_fork, in_child, live_threads, settle
 
 WATCHDOG_THREAD = "django_sapool watchdog"
+#: How late the watchdog's thread may run on a busy machine.
+SLACK = 0.25
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def test_a_call_past_its_limit_is_cut_and_finish_reports_the_cut(
     assert ours.recv(1) == b""  # the "server" never answers: shut down
     waited = time.monotonic() - started
     assert watchdog.finish(key) is True
-    assert 0.2 <= waited < 0.2 + 10 * POLL_SECONDS
+    assert 0.2 <= waited < 0.2 + SLACK
 
 
 def test_a_call_that_ends_in_time_is_left_alone_and_finish_reports_no_cut(
@@ -48,7 +50,7 @@ def test_a_call_that_ends_in_time_is_left_alone_and_finish_reports_no_cut(
     server.sendall(b"x")
     assert ours.recv(1) == b"x"
     assert watchdog.finish(key) is False
-    time.sleep(0.3 + 3 * POLL_SECONDS)  # past the limit: nothing happens now
+    time.sleep(0.3 + SLACK)  # past the limit: nothing happens now
     server.sendall(b"y")
     assert ours.recv(1) == b"y"
     ours.sendall(b"z")
@@ -65,7 +67,7 @@ def test_finish_reports_a_cut_made_after_the_call_had_succeeded(
     key = watchdog.start(ours, 0.05, "late", "the pre-ping")
     server.sendall(b"x")
     assert ours.recv(1) == b"x"  # the call succeeded...
-    time.sleep(0.05 + 5 * POLL_SECONDS)  # ...and its thread was not scheduled
+    time.sleep(0.05 + SLACK)  # ...and its thread was not scheduled
     assert watchdog.finish(key) is True
     assert ours.recv(1) == b""  # dead indeed
 
@@ -85,6 +87,7 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
     ours, _server = pair
     watchdog.finish(watchdog.start(ours, 60, "parent", "the pre-ping"))
     assert live_threads(WATCHDOG_THREAD) == 1  # the parent's
+    settle()
     threads = 8
 
     def child_work() -> dict[str, object]:

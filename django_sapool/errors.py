@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from types import ModuleType
-from typing import TypeVar
-
 from django.db import OperationalError
-
-_E = TypeVar("_E", bound="SAPoolError")
 
 
 class SAPoolError(Exception):
@@ -20,7 +14,8 @@ class SAPoolError(Exception):
 class PoolTimeout(SAPoolError, OperationalError):
     """No pooled connection became free within the pool's ``timeout``.
 
-    Backends raise a subclass that is also the driver's ``OperationalError``, so
+    Backends raise a subclass that is also the driver's ``OperationalError``
+    (defined once, in the backend's module: importable and picklable), so
     Django's error wrapper turns it into ``django.db.OperationalError`` with this
     exception as its ``__cause__``, exactly as for any other connect failure.
     """
@@ -38,23 +33,3 @@ class ServerUnavailable(SAPoolError, OperationalError):
     """
 
     __module__ = "django_sapool"
-
-
-@functools.cache
-def pool_timeout_class(database: ModuleType) -> type[PoolTimeout]:
-    """Return PoolTimeout specialised to the driver module ``database``."""
-    return _driver_class(PoolTimeout, database)
-
-
-@functools.cache
-def server_unavailable_class(database: ModuleType) -> type[ServerUnavailable]:
-    """Return ServerUnavailable specialised to the driver module ``database``."""
-    return _driver_class(ServerUnavailable, database)
-
-
-def _driver_class(base: type[_E], database: ModuleType) -> type[_E]:
-    return type(
-        base.__name__,
-        (base, database.OperationalError),
-        {"__module__": "django_sapool", "__doc__": base.__doc__},
-    )

@@ -57,6 +57,7 @@ def get_or_create(
     pool = _pools.get(key)
     if pool is not None and pool.pid == pid:
         return pool
+    replaced: list[DatabasePool] = []
     with _lock:
         pool = _pools.get(key)
         if pool is not None and pool.pid != pid:  # never lend another's
@@ -64,6 +65,16 @@ def get_or_create(
             pool = None
         if pool is None:
             pool = _pools[key] = factory()
+            # The alias now connects elsewhere (host, database, user, OPTIONS):
+            # the server sees one pool's worth of sessions per alias, not one
+            # per setting it ever had.
+            stale = [k for k in _pools if k[0] == alias and k != key]
+            replaced = [_pools.pop(k) for k in stale]
+    for old in replaced:
+        logger.info(
+            "Alias %r: connect settings changed; the previous pool is retired", alias
+        )
+        old.retire()
     return pool
 
 
@@ -108,7 +119,7 @@ def stats_aliases() -> list[str]:
 
 
 def fingerprint(*inputs: object) -> str:
-    """A stable digest of connect inputs; the password goes in only as hash input."""
+    """A stable digest of connect inputs (the caller leaves the password out)."""
     return hashlib.sha256(repr(_canonical(inputs)).encode()).hexdigest()[:32]
 
 

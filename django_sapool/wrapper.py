@@ -23,7 +23,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from . import connect_timeout, registry
 from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
-from .errors import pool_timeout_class, server_unavailable_class
+from .errors import PoolTimeout, ServerUnavailable
 from .pool import INITIALISED, DatabasePool, describe
 from .reset import Session
 from .watchdog import watchdog
@@ -41,6 +41,11 @@ class PooledDatabaseWrapperMixin:
     #: Wrapper attributes Django's get_new_connection() sets; every borrower
     #: of a connection gets the values of the wrapper that opened it.
     sapool_carried_attrs: ClassVar[tuple[str, ...]] = ()
+    #: What this backend raises for an exhausted pool and a failing server:
+    #: subclasses of ours and of the driver's OperationalError, defined once
+    #: in the backend's module (so they pickle, e.g. into Celery results).
+    sapool_timeout_error: ClassVar[type[PoolTimeout]] = PoolTimeout
+    sapool_unavailable_error: ClassVar[type[ServerUnavailable]] = ServerUnavailable
 
     # Provided by Django's DatabaseWrapper.
     alias: str
@@ -270,8 +275,8 @@ class PooledDatabaseWrapperMixin:
             config=PoolConfig.from_settings(self.alias, self.settings_dict),
             dialect_url=self.sapool_dialect_url,
             session=self.sapool_session_class(conn_params),
-            timeout_error=pool_timeout_class(self.Database),
-            unavailable_error=server_unavailable_class(self.Database),
+            timeout_error=self.sapool_timeout_error,
+            unavailable_error=self.sapool_unavailable_error,
             driver_error=self.Database.Error,
             description=describe(conn_params),
             probe_limit=connect_timeout.probe_limit(self.vendor, conn_params),

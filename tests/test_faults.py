@@ -9,6 +9,8 @@ Run alone with ``nox -s faults``; they are part of ``nox -s tests`` too.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -506,3 +508,43 @@ def test_djangos_check_after_an_error_is_bounded_by_ping_timeout(
     assert finished, "Django's is_usable() hung"
     assert finished[0] < 3
     assert django_sapool.get_stats(alias.name)["connections_open"] == 0
+
+
+def test_pool_errors_survive_a_pickle_round_trip(
+    pool_alias: Any, proxy: TcpProxy
+) -> None:
+    # Celery result backends and multiprocessing pickle exceptions.
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
+    holder = alias.wrapper()
+    holder.ensure_connection()
+    exhausted = attempt(alias)[2]
+    holder.close()
+    proxy.refuse()
+    failing = pool_alias(
+        pool_size=1, max_overflow=0, unreachable_wait=0.3,
+        settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)},
+    )  # fmt: skip
+    start, errors = threading.Barrier(4), []
+
+    def request() -> None:
+        start.wait()
+        errors.append(attempt(failing)[2])
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    unavailable = next(error for error in errors if failed_fast(error))
+    for error, base in [
+        (exhausted, django_sapool.PoolTimeout),
+        (unavailable, django_sapool.ServerUnavailable),
+    ]:
+        cause = getattr(error, "__cause__", None)
+        assert isinstance(cause, base), error
+        copy = pickle.loads(pickle.dumps(cause))
+        assert type(copy) is type(cause)
+        assert isinstance(copy, holder.Database.OperationalError)
+        assert str(copy) == str(cause)
+        module = importlib.import_module(type(cause).__module__)
+        assert getattr(module, type(cause).__qualname__) is type(cause)

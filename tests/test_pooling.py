@@ -193,3 +193,21 @@ def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
         backend_id(second)  # the only connection is lent to `first`
     first.close()
     assert backend_id(second)
+
+
+def test_a_changed_database_name_retires_the_previous_pool(
+    pool_alias: Any, observer: Observer
+) -> None:
+    # Settings changed in place (a test runner, a reconfigured alias): the
+    # previous pool's idle sessions are closed, not kept for the process's life.
+    alias = pool_alias(pool_size=2)
+    wrapper = alias.wrapper()
+    first = backend_id(wrapper)
+    wrapper.close()
+    other = "postgres" if VENDOR == "postgresql" else "mysql"
+    moved = alias.wrapper()
+    moved.settings_dict["NAME"] = other
+    backend_id(moved)
+    moved.close()
+    observer.wait_gone([first])
+    assert len([p for p in registry.pools() if p.alias == alias.name]) == 1

@@ -9,10 +9,22 @@ from django.db.backends.mysql import base
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
+from django_sapool import errors
 from django_sapool.reset import MySQLSession, mysql_statement_failed
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 from .creation import DatabaseCreation
+
+#: The driver's OperationalError (Django's backend imported the driver).
+_DriverError: Any = base.DatabaseWrapper.Database.OperationalError
+
+
+class PoolTimeout(errors.PoolTimeout, _DriverError):  # type: ignore[misc]
+    """django_sapool.PoolTimeout as mysqlclient's OperationalError."""
+
+
+class ServerUnavailable(errors.ServerUnavailable, _DriverError):  # type: ignore[misc]
+    """django_sapool.ServerUnavailable as mysqlclient's OperationalError."""
 
 
 class _NotingErrorWrapper(DatabaseErrorWrapper):
@@ -45,4 +57,6 @@ class DatabaseWrapper(
 ):
     sapool_dialect_url = "mysql+mysqldb://"
     sapool_session_class = MySQLSession
+    sapool_timeout_error = PoolTimeout
+    sapool_unavailable_error = ServerUnavailable
     creation_class = DatabaseCreation

@@ -6,13 +6,27 @@ SQLAlchemy dialect for its ping and disconnect detection.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.backends.postgresql import base
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
+from django_sapool import errors
 from django_sapool.reset import Psycopg2Session, Psycopg3Session
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 from .creation import DatabaseCreation
+
+#: The driver's OperationalError (Django's backend imported the driver).
+_DriverError: Any = base.DatabaseWrapper.Database.OperationalError
+
+
+class PoolTimeout(errors.PoolTimeout, _DriverError):  # type: ignore[misc]
+    """django_sapool.PoolTimeout as the driver's OperationalError."""
+
+
+class ServerUnavailable(errors.ServerUnavailable, _DriverError):  # type: ignore[misc]
+    """django_sapool.ServerUnavailable as the driver's OperationalError."""
 
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
@@ -21,4 +35,6 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
     )
     sapool_session_class = Psycopg3Session if is_psycopg3 else Psycopg2Session
     sapool_carried_attrs = ("isolation_level",)
+    sapool_timeout_error = PoolTimeout
+    sapool_unavailable_error = ServerUnavailable
     creation_class = DatabaseCreation

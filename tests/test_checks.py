@@ -133,3 +133,46 @@ def test_budget_counts_a_thread_each_when_overflow_is_unlimited() -> None:
     ) in report
     assert "needs 800000 of" in report
     assert report.rstrip().endswith("DOES NOT FIT")
+
+
+def test_pool_options_outside_sapool_are_reported_with_the_right_place() -> None:
+    settings_dict = {
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {"pool_size": 10, "sapool": {"max_overflow": 2}},
+    }
+    errors = settings_errors("reports", settings_dict)
+    assert [error.id for error in errors] == ["django_sapool.E004"]
+    assert errors[0].msg.startswith(
+        "DATABASES['reports']['OPTIONS']['pool_size'] is a pool option, not a "
+        "driver option: put it in OPTIONS['sapool']"
+    )
+    assert errors[0].hint == (
+        "Pool options go in OPTIONS['sapool']; see "
+        "https://github.com/django-sapool/django-sapool#configuration"
+    )
+
+
+def test_django_db_connection_pools_pool_options_are_reported() -> None:
+    settings_dict = {"CONN_MAX_AGE": 0, "POOL_OPTIONS": {"POOL_SIZE": 10}}
+    errors = settings_errors("reports", settings_dict)
+    assert [error.id for error in errors] == ["django_sapool.E004"]
+    assert "DATABASES['reports']['POOL_OPTIONS']" in errors[0].msg
+    assert "DATABASES['reports']['OPTIONS']['sapool']" in errors[0].msg
+    assert "{'sapool': {'pool_size': 10}} (POOL_SIZE->pool_size)" in errors[0].msg
+
+
+def test_a_misplaced_option_does_not_hide_a_wrong_one_in_sapool() -> None:
+    settings_dict = {
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {"pool_size": 10, "sapool": {"pool_sise": 3}},
+    }
+    errors = settings_errors("reports", settings_dict)
+    assert [error.id for error in errors] == [
+        "django_sapool.E004",
+        "django_sapool.E003",
+    ]
+    assert "pool_sise" in errors[1].msg
+    assert errors[1].hint == (
+        "The options of OPTIONS['sapool'] and their allowed values: "
+        "https://github.com/django-sapool/django-sapool#configuration"
+    )

@@ -176,3 +176,48 @@ def test_a_misplaced_option_does_not_hide_a_wrong_one_in_sapool() -> None:
         "The options of OPTIONS['sapool'] and their allowed values: "
         "https://github.com/django-sapool/django-sapool#configuration"
     )
+
+
+def test_budget_refuses_an_unknown_alias_in_one_line() -> None:
+    with pytest.raises(CommandError) as excinfo:
+        call_command("sapool_budget", workers=2, aliases=["nosuch"], stdout=StringIO())
+    assert str(excinfo.value) == (
+        "unknown database alias 'nosuch'; DATABASES has 'default'"
+    )
+
+
+def test_budget_reports_an_unreachable_server_in_one_line(
+    django_db_blocker: Any,
+) -> None:
+    # A port nothing listens on: the connect is refused at once.
+    settings_dict = {**connections.settings["default"], "PORT": "1"}
+    settings_dict["OPTIONS"] = {"sapool": {"pool_size": 2}}
+    connections.settings["unreachable"] = settings_dict
+    try:
+        with django_db_blocker.unblock(), pytest.raises(CommandError) as excinfo:
+            call_command(
+                "sapool_budget", workers=2, aliases=["unreachable"], stdout=StringIO()
+            )
+    finally:
+        connections["unreachable"].close()
+        del connections["unreachable"]
+        del connections.settings["unreachable"]
+        django_sapool.dispose("unreachable")
+    message = str(excinfo.value)
+    assert message.startswith(
+        f"cannot reach the server of database alias 'unreachable' ({VENDOR} "
+        "127.0.0.1:1): "
+    )
+    assert "\n" not in message
+
+
+def test_budget_says_so_when_no_alias_is_pooled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stock = f"django.db.backends.{VENDOR}"
+    monkeypatch.setitem(connections.settings["default"], "ENGINE", stock)
+    out = StringIO()
+    call_command("sapool_budget", workers=2, stdout=out)
+    assert out.getvalue() == (
+        "No database alias uses a django_sapool ENGINE: no pool to check.\n"
+    )

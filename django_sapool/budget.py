@@ -12,10 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
 
 from .checks import pooled_aliases
 from .config import PoolConfig
+
+
+class BudgetError(Exception):
+    """The budget cannot be worked out: an alias's settings or its server."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,31 @@ def budget(
     """Per server: the limit, and each pooled alias's worst case."""
     servers: dict[str, ServerBudget] = {}
     for alias in aliases or pooled_aliases():
-        config = PoolConfig.from_settings(alias, connections.settings[alias])
+        if alias not in connections.settings:
+            raise BudgetError(
+                f"unknown database alias {alias!r}; DATABASES has "
+                f"{', '.join(repr(name) for name in connections.settings)}"
+            )
+        try:
+            config = PoolConfig.from_settings(alias, connections.settings[alias])
+        except ImproperlyConfigured as exc:
+            raise BudgetError(_one_line(exc)) from exc
         need = per_process(config, threads)
         name = server_name(alias)
         if name not in servers:
-            servers[name] = ServerBudget(name, *server_limits(alias))
+            try:
+                limits = server_limits(alias)
+            except DatabaseError as exc:
+                raise BudgetError(
+                    f"cannot reach the server of database alias {alias!r} "
+                    f"({name}): {_one_line(exc)}"
+                ) from exc
+            servers[name] = ServerBudget(name, *limits)
         servers[name].aliases.append(
             AliasNeed(alias, name, config.pool_max, need, need * workers)
         )
     return list(servers.values())
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

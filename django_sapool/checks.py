@@ -15,9 +15,17 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
+from .config import (
+    MISPLACED_KEYS,
+    OPTIONS_KEY,
+    PoolConfig,
+    check_misplaced_options,
+    check_not_django_pool,
+)
 
 ENGINE_PREFIX = "django_sapool.backends."
+#: The README's reference of OPTIONS["sapool"].
+CONFIGURATION_URL = "https://github.com/django-sapool/django-sapool#configuration"
 
 
 def pooled_aliases() -> list[str]:
@@ -33,7 +41,8 @@ def pooled_aliases() -> list[str]:
 def check_pool_settings(
     app_configs: Iterable[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E001: CONN_MAX_AGE; E002: Django's own pool; E003: OPTIONS["sapool"]."""
+    """E001: CONN_MAX_AGE; E002: Django's own pool; E003: OPTIONS["sapool"];
+    E004: pool options outside OPTIONS["sapool"]."""
     errors: list[checks.CheckMessage] = []
     for alias in pooled_aliases():
         errors += settings_errors(alias, connections.settings[alias])
@@ -63,15 +72,33 @@ def settings_errors(
         errors.append(checks.Error(str(exc), id="django_sapool.E002"))
     options.pop("pool", None)
     try:
+        check_misplaced_options(alias, settings_dict)
+    except ImproperlyConfigured as exc:
+        errors.append(
+            checks.Error(
+                str(exc),
+                hint=f"Pool options go in OPTIONS[{OPTIONS_KEY!r}]; see "
+                f"{CONFIGURATION_URL}",
+                id="django_sapool.E004",
+            )
+        )
+    options = {k: v for k, v in options.items() if k not in MISPLACED_KEYS}
+    try:
         PoolConfig.from_settings(
-            alias, {**settings_dict, "CONN_MAX_AGE": 0, "OPTIONS": options}
+            alias,
+            {
+                **settings_dict,
+                "CONN_MAX_AGE": 0,
+                "OPTIONS": options,
+                "POOL_OPTIONS": None,
+            },
         )
     except ImproperlyConfigured as exc:
         errors.append(
             checks.Error(
                 str(exc),
-                hint=f"See the README's configuration reference for OPTIONS"
-                f"[{OPTIONS_KEY!r}].",
+                hint=f"The options of OPTIONS[{OPTIONS_KEY!r}] and their allowed "
+                f"values: {CONFIGURATION_URL}",
                 id="django_sapool.E003",
             )
         )

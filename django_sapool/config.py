@@ -64,6 +64,7 @@ class PoolConfig:
         where = f"DATABASES[{alias!r}]"
         options = settings_dict.get("OPTIONS") or {}
         check_not_django_pool(alias, options)
+        check_misplaced_options(alias, settings_dict)
         max_age = settings_dict.get("CONN_MAX_AGE", 0)
         if max_age != 0:
             raise ImproperlyConfigured(
@@ -112,6 +113,71 @@ def check_not_django_pool(alias: str, options: Mapping[str, Any]) -> None:
             "pool and cannot be combined with a django_sapool ENGINE; remove it "
             f"and configure the pool in OPTIONS[{OPTIONS_KEY!r}] instead."
         )
+
+
+#: Driver options whose names look like ours: they stay at OPTIONS' top level.
+DRIVER_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout"})
+
+#: django-db-connection-pool's POOL_OPTIONS keys and ours (its keys are
+#: QueuePool's arguments in capitals, as ours are in lower case).
+_DBCP_KEYS = {
+    "POOL_SIZE": "pool_size",
+    "MAX_OVERFLOW": "max_overflow",
+    "RECYCLE": "recycle",
+    "TIMEOUT": "timeout",
+    "PRE_PING": "pre_ping",
+    "USE_LIFO": "use_lifo",
+    "RESET_ON_RETURN": "reset_on_return",
+}
+
+
+def check_misplaced_options(alias: str, settings_dict: Mapping[str, Any]) -> None:
+    """Refuse pool options put where nothing reads them.
+
+    Pool options at OPTIONS' top level would reach the driver, which refuses
+    them (``invalid connection option "pool_size"``); django-db-connection-pool's
+    ``POOL_OPTIONS`` would be silently ignored.
+    """
+    where = f"DATABASES[{alias!r}]"
+    options = settings_dict.get("OPTIONS") or {}
+    misplaced = [key for key in options if key in MISPLACED_KEYS]
+    if misplaced:
+        names = ", ".join(f"[{key!r}]" for key in misplaced)
+        what, it = (
+            ("is a pool option, not a driver option", "it")
+            if len(misplaced) == 1
+            else ("are pool options, not driver options", "them")
+        )
+        moved = {key: options[key] for key in misplaced}
+        raise ImproperlyConfigured(
+            f"{where}['OPTIONS']{names} {what}: put {it} in OPTIONS"
+            f"[{OPTIONS_KEY!r}], as in 'OPTIONS': {{{OPTIONS_KEY!r}: {moved!r}}}."
+        )
+    legacy = settings_dict.get("POOL_OPTIONS")
+    if legacy:
+        raise ImproperlyConfigured(_pool_options_message(where, legacy))
+
+
+def _pool_options_message(where: str, legacy: object) -> str:
+    message = (
+        f"{where}['POOL_OPTIONS'] is django-db-connection-pool's setting, which "
+        f"django_sapool does not read: remove it and put the pool options in "
+        f"{where}['OPTIONS'][{OPTIONS_KEY!r}]"
+    )
+    if not isinstance(legacy, Mapping):
+        return message + "."
+    ours = {
+        _DBCP_KEYS[key]: value for key, value in legacy.items() if key in _DBCP_KEYS
+    }
+    mapping = ", ".join(
+        f"{key}->{_DBCP_KEYS[key]}" for key in legacy if key in _DBCP_KEYS
+    )
+    others = [key for key in legacy if key not in _DBCP_KEYS]
+    if ours:
+        message += f", as in 'OPTIONS': {{{OPTIONS_KEY!r}: {ours!r}}} ({mapping})"
+    if others:
+        message += f"; no equivalent for {', '.join(repr(key) for key in others)}"
+    return message + "."
 
 
 def _is_int(value: object) -> bool:
@@ -163,6 +229,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
 }
 assert set(_RULES) == {field.name for field in fields(PoolConfig)}
+
+#: Pool options that, found at OPTIONS' top level, were meant for OPTIONS["sapool"].
+MISPLACED_KEYS = frozenset(_RULES) - DRIVER_OPTIONS
 
 
 def _unknown_key_message(where: str, key: object) -> str:

@@ -451,7 +451,8 @@ class DatabasePool:
             f"No connection available for database alias {self.alias!r} after "
             f"waiting {waited:.2f} s (timeout={config.timeout:g}): "
             f"pool_size={config.pool_size}, max_overflow={config.max_overflow}, "
-            f"{self._pool.checkedout()} checked out."
+            f"{self._pool.checkedout()} checked out. Raise pool_size/max_overflow, "
+            "lower threads per process, or find long holders with leak_timeout."
         )
         return self._timeout_error(message)
 

@@ -80,6 +80,17 @@ class PooledDatabaseWrapperMixin:
 
     # Connect ---------------------------------------------------------------
 
+    @property
+    def pool(self) -> None:
+        """Django's own pool (5.1+, PostgreSQL): never with a pooled ENGINE.
+
+        Django reaches it before get_connection_params() (from
+        close_if_health_check_failed(), among others) and would first complain
+        that psycopg_pool is not installed: say what is really wrong instead.
+        """
+        check_not_django_pool(self.alias, self.settings_dict["OPTIONS"])
+        return None
+
     def get_connection_params(self) -> dict[str, Any]:
         if "pool" in self.settings_dict["OPTIONS"]:
             # Before Django's own code, which has its own opinion on it.

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_sapool import PoolConfig
+from django_sapool.config import DRIVER_OPTIONS, MISPLACED_KEYS
 
 LEAK_TIMEOUT_RULE = "a number of seconds > 0, or None to not watch for leaks"
 
@@ -300,3 +301,77 @@ def test_unknown_keys_are_named(key: str, value: Any) -> None:
     with pytest.raises(ImproperlyConfigured) as excinfo:
         config({key: value})
     assert repr(key) in str(excinfo.value)
+
+
+# Pool options put where nothing reads them.
+
+
+@pytest.mark.parametrize("key", sorted(MISPLACED_KEYS))
+def test_a_pool_option_at_the_top_of_options_names_the_right_place(key: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        PoolConfig.from_settings("orders", {"CONN_MAX_AGE": 0, "OPTIONS": {key: 3}})
+    assert str(excinfo.value) == (
+        f"DATABASES['orders']['OPTIONS'][{key!r}] is a pool option, not a driver "
+        f"option: put it in OPTIONS['sapool'], as in 'OPTIONS': {{'sapool': "
+        f"{{{key!r}: 3}}}}."
+    )
+
+
+def test_several_misplaced_pool_options_are_named_together() -> None:
+    options = {"sslmode": "require", "pool_size": 10, "max_overflow": 0}
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        PoolConfig.from_settings("orders", {"CONN_MAX_AGE": 0, "OPTIONS": options})
+    assert str(excinfo.value) == (
+        "DATABASES['orders']['OPTIONS']['pool_size'], ['max_overflow'] are pool "
+        "options, not driver options: put them in OPTIONS['sapool'], as in "
+        "'OPTIONS': {'sapool': {'pool_size': 10, 'max_overflow': 0}}."
+    )
+
+
+def test_driver_options_named_like_ours_stay_at_the_top() -> None:
+    assert DRIVER_OPTIONS.isdisjoint(MISPLACED_KEYS)
+    assert {field.name for field in fields(PoolConfig)} == MISPLACED_KEYS
+    options = {"connect_timeout": 5, "sslmode": "require", "sapool": {"timeout": 2}}
+    settings_dict = {"CONN_MAX_AGE": 0, "OPTIONS": options}
+    assert PoolConfig.from_settings("orders", settings_dict).timeout == 2
+
+
+@pytest.mark.psycopg3
+def test_no_misplaced_key_is_a_libpq_connection_option() -> None:
+    from psycopg import pq
+
+    keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    assert "connect_timeout" in keywords
+    assert keywords.isdisjoint(MISPLACED_KEYS)
+
+
+def test_django_db_connection_pools_pool_options_are_translated() -> None:
+    settings_dict = {
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {},
+        "POOL_OPTIONS": {
+            "POOL_SIZE": 10,
+            "MAX_OVERFLOW": 20,
+            "RECYCLE": 3600,
+            "TIMEOUT": 5,
+            "PRE_PING": True,
+            "ECHO": False,
+        },
+    }
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        PoolConfig.from_settings("orders", settings_dict)
+    assert str(excinfo.value) == (
+        "DATABASES['orders']['POOL_OPTIONS'] is django-db-connection-pool's "
+        "setting, which django_sapool does not read: remove it and put the pool "
+        "options in DATABASES['orders']['OPTIONS']['sapool'], as in 'OPTIONS': "
+        "{'sapool': {'pool_size': 10, 'max_overflow': 20, 'recycle': 3600, "
+        "'timeout': 5, 'pre_ping': True}} (POOL_SIZE->pool_size, "
+        "MAX_OVERFLOW->max_overflow, RECYCLE->recycle, TIMEOUT->timeout, "
+        "PRE_PING->pre_ping); no equivalent for 'ECHO'."
+    )
+
+
+@pytest.mark.parametrize("value", [None, {}])
+def test_an_empty_pool_options_changes_nothing(value: Any) -> None:
+    settings_dict = {"CONN_MAX_AGE": 0, "OPTIONS": {}, "POOL_OPTIONS": value}
+    assert PoolConfig.from_settings("orders", settings_dict) == PoolConfig()

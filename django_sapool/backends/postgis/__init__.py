@@ -1,0 +1,7 @@
+"""Django's postgresql backend must import (its driver installed) before ours."""
+
+from __future__ import annotations
+
+from django_sapool.backends import import_django_backend
+
+import_django_backend("postgresql")

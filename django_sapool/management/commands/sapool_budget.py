@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_sapool.budget import budget
+from django_sapool.budget import BudgetError, budget
+from django_sapool.checks import pooled_aliases
 
 
 class Command(BaseCommand):
@@ -36,8 +37,18 @@ class Command(BaseCommand):
         workers, threads = options["workers"], options["threads"]
         if workers < 1 or threads < 1:
             raise CommandError("--workers and --threads must be at least 1")
+        aliases = options["aliases"] or pooled_aliases()
+        if not aliases:
+            self.stdout.write(
+                "No database alias uses a django_sapool ENGINE: no pool to check."
+            )
+            return
+        try:
+            servers = budget(workers, threads, aliases)
+        except BudgetError as exc:
+            raise CommandError(str(exc)) from exc
         over = []
-        for server in budget(workers, threads, options["aliases"]):
+        for server in servers:
             self.stdout.write(f"{server.server}:")
             for need in server.aliases:
                 if need.pool_max == -1:

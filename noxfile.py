@@ -153,6 +153,13 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def sdist(session: nox.Session) -> None:
+    """Build the sdist and check it ships every tracked file and nothing else."""
+    session.install("build", *PYPROJECT["build-system"]["requires"])
+    session.run("python", "tools/check_sdist.py", "--no-isolation")
+
+
+@nox.session
 def mypy(session: nox.Session) -> None:
     """Type-check the package and the tests (strict)."""
     # django-stubs' plugin sets Django up, which loads the test settings' backend.
@@ -165,4 +172,5 @@ def mypy(session: nox.Session) -> None:
         "django_suite",
         "examples/demo.py",
         "noxfile.py",
+        "tools",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import nox
 
@@ -43,9 +44,49 @@ def _drivers() -> list[str]:
     return chosen
 
 
+def _system_packages(
+    session: nox.Session, *, mysqlclient: bool = True, recipes: bool = True
+) -> None:
+    """Make sure the system has what pip cannot install, before pip runs.
+
+    mysqlclient compiles against libmariadb (found with pkg-config); the recipe
+    tests compile uWSGI (a C compiler) and need a Redis server. As root on
+    Debian/Ubuntu the missing packages are installed; otherwise the session
+    stops, naming the command to run.
+    """
+    missing: list[str] = []
+    if mysqlclient:
+        if not shutil.which("pkg-config"):
+            missing += ["pkg-config", "libmariadb-dev"]
+        elif not any(
+            subprocess.call(["pkg-config", "--exists", lib]) == 0
+            for lib in ("libmariadb", "mysqlclient")
+        ):
+            missing.append("libmariadb-dev")
+    if recipes and not (shutil.which("gcc") or shutil.which("cc")):
+        missing.append("gcc")
+    if recipes and not shutil.which("redis-server"):
+        missing.append("redis-server")
+    if not missing:
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.log(f"installing system packages with apt-get: {' '.join(missing)}")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run(
+            "apt-get", "install", "-y", "-qq", *missing,
+            env={"DEBIAN_FRONTEND": "noninteractive"}, external=True,
+        )  # fmt: skip
+        return
+    session.error(
+        f"missing system packages: {', '.join(missing)}. Install them first, "
+        f"on Debian/Ubuntu: sudo apt-get install {' '.join(missing)}"
+    )
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against the real servers, once per driver."""
+    _system_packages(session)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
         *nox.project.dependency_groups(PYPROJECT, "test"),
@@ -64,6 +105,8 @@ def demo(session: nox.Session) -> None:
     """
     url = os.environ.get("SAPOOL_DEMO_DATABASE_URL", "")
     extra = "mysqlclient" if url.startswith("mysql") else "psycopg"
+    if extra == "mysqlclient":
+        _system_packages(session, recipes=False)
     session.install(f".[{extra}]", *nox.project.dependency_groups(PYPROJECT, "demo"))
     session.run("python", "examples/demo.py")
 
@@ -74,6 +117,7 @@ def pgbouncer(session: nox.Session) -> None:
 
     Needs the pgbouncer binary (Debian package pgbouncer); see docs/pgbouncer.md.
     """
+    _system_packages(session, mysqlclient=False)
     session.install(
         ".[psycopg,psycopg2]", *nox.project.dependency_groups(PYPROJECT, "test")
     )
@@ -83,6 +127,7 @@ def pgbouncer(session: nox.Session) -> None:
 @nox.session
 def faults(session: nox.Session) -> None:
     """The fault scenarios alone, with their figures, once per driver."""
+    _system_packages(session)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
         *nox.project.dependency_groups(PYPROJECT, "test"),
@@ -98,6 +143,7 @@ def faults(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark pooled and unpooled configurations side by side (several minutes)."""
+    _system_packages(session, recipes=False)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
         *nox.project.dependency_groups(PYPROJECT, "bench"),
@@ -117,6 +163,7 @@ def django(session: nox.Session) -> None:
     SAPOOL_DJANGO picks the Django version (a pip specifier, e.g. "==4.2.*");
     arguments go to django_suite/run.py (--ci, --drivers, --apps).
     """
+    _system_packages(session, recipes=False)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
         f"django{os.environ.get('SAPOOL_DJANGO', '')}",
@@ -133,6 +180,7 @@ def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
     Interpreters come from PATH: with pyenv, expose them all first, e.g.
     ``pyenv global 3.11 3.10 3.12 3.13`` (or PYENV_VERSION=3.11:3.10:3.12:3.13).
     """
+    _system_packages(session)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
         f"django=={django}.*",
@@ -153,6 +201,13 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def sdist(session: nox.Session) -> None:
+    """Build the sdist and check it ships every tracked file and nothing else."""
+    session.install("build", *PYPROJECT["build-system"]["requires"])
+    session.run("python", "tools/check_sdist.py", "--no-isolation")
+
+
+@nox.session
 def mypy(session: nox.Session) -> None:
     """Type-check the package and the tests (strict)."""
     # django-stubs' plugin sets Django up, which loads the test settings' backend.
@@ -165,4 +220,5 @@ def mypy(session: nox.Session) -> None:
         "django_suite",
         "examples/demo.py",
         "noxfile.py",
+        "tools",
     )

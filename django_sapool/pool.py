@@ -169,6 +169,8 @@ class DatabasePool:
             error = self._exhausted(time.monotonic() - started)
             logger.warning("%s", error)
             raise error from None
+        except BaseException as exc:
+            raise _from_the_creator(exc)  # noqa: B904 - the same exception
         finally:
             self._connecting.borrower = None
             stats.checkout_ended((time.monotonic() - started) * 1000, failure)
@@ -249,11 +251,15 @@ class DatabasePool:
         if borrower_and_params is None:
             raise RuntimeError("django_sapool pools open connections only at checkout")
         borrower, conn_params, checkout_started = borrower_and_params
-        started = time.monotonic()
+        started = 0.0
+
+        def connect() -> Any:
+            nonlocal started
+            started = time.monotonic()
+            return borrower.sapool_open_connection(conn_params)
+
         try:
-            connection = self._gate.run(
-                checkout_started, lambda: borrower.sapool_open_connection(conn_params)
-            )
+            connection = self._gate.run(checkout_started, connect)
         except Unreachable as verdict:
             raise self._unavailable_error(str(verdict)) from None
         except BaseException:
@@ -455,6 +461,22 @@ class DatabasePool:
             "lower threads per process, or find long holders with leak_timeout."
         )
         return self._timeout_error(message)
+
+
+def _from_the_creator(error: BaseException) -> BaseException:
+    """``error`` with its traceback starting at the pool's creator.
+
+    A failed connect passes up through some twenty frames of SQLAlchemy's
+    checkout; someone debugging a wrong password wants the driver's error
+    near the top, so those frames are left out (the checkout's stays).
+    """
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not _CREATOR_CODE:
+        tb = tb.tb_next
+    return error if tb is None else error.with_traceback(tb)
+
+
+_CREATOR_CODE = DatabasePool._open.__code__
 
 
 def _wait_slice(timeout: float, unreachable_wait: float | None) -> float:

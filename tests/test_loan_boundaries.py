@@ -15,6 +15,7 @@ import gc
 import logging
 import signal
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -438,3 +439,31 @@ def test_a_statement_interrupted_by_a_signal_leaves_nothing_for_the_next_borrowe
         cursor.execute("SELECT 42")
         assert cursor.fetchone()[0] == 42
     nxt.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failed_connect_shows_the_drivers_error_near_the_top(
+    engine: str, pool_alias: Any, request: pytest.FixtureRequest
+) -> None:
+    # Someone debugging a wrong password or host reads the traceback: the
+    # pool's machinery must not bury the driver's error.
+    with tcp_proxy("127.0.0.1", int(pool_alias().settings_dict["PORT"])) as proxy:
+        proxy.refuse()
+        alias = pool_alias(settings={"HOST": "127.0.0.1", "PORT": str(proxy.port)})
+        wrapper = make_wrapper(engine, alias)
+        if engine == "stock":
+            wrapper.settings_dict.update(alias.settings_dict | {"OPTIONS": {}})
+            wrapper.settings_dict["ENGINE"] = stock_settings()["ENGINE"]
+        with pytest.raises(Error) as raised:
+            wrapper.ensure_connection()
+    driver_error = raised.value.__cause__
+    assert driver_error is not None
+    frames = traceback.extract_tb(driver_error.__traceback__)
+    assert not [f for f in frames if "sqlalchemy" in f.filename]
+    seen = request.config.stash.setdefault(_FRAMES, {})
+    seen[engine] = len(frames)
+    if len(seen) == 2:  # ours adds a few frames of the pool, no more
+        assert seen["pooled"] <= seen["stock"] + 8, seen
+
+
+_FRAMES = pytest.StashKey[dict[str, int]]()

@@ -108,6 +108,9 @@ def test_a_cursor_kept_by_another_thread_fails_after_close(
     assert rows_named(observer, "by-a") == 0
 
 
+# direct_server: a WITH HOLD cursor is the server session's; PgBouncer's own
+# reset (DISCARD ALL) or transaction mode would end it for either engine.
+@pytest.mark.direct_server
 @pytest.mark.postgresql
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("reset", ["rollback", "commit", None])
@@ -138,6 +141,8 @@ def test_a_server_side_cursor_left_open_does_not_reach_the_next_borrower(
     second.close()
 
 
+# direct_server: compares server session ids.
+@pytest.mark.direct_server
 @pytest.mark.postgresql
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
@@ -164,6 +169,8 @@ def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+# direct_server: waits for the server session itself to end.
+@pytest.mark.direct_server
 def test_a_connection_collected_after_dispose_is_closed(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -250,6 +257,8 @@ def test_a_service_file_connect_timeout_is_left_in_charge(
     assert driver_params(plain)["connect_timeout"] == 10
 
 
+# direct_server: waits for the server session itself to end.
+@pytest.mark.direct_server
 def test_a_collected_borrowers_connection_is_closed_off_the_collecting_thread(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -336,6 +345,7 @@ def test_a_signal_during_the_check_at_close_still_gives_the_connection_back(
         wrapper.close()
 
 
+@pytest.mark.direct_server  # waits for the server session to end
 @pytest.mark.psycopg3
 def test_an_exception_from_a_signal_handler_during_the_reset_reaches_the_caller(
     pool_alias: Any, observer: Observer, alarm: Callable[[float], None]
@@ -406,6 +416,7 @@ def test_a_query_after_close_inside_atomic_raises_what_stock_raises(
     assert raised_after_close_in_atomic(make_wrapper("pooled", alias)) is stock
 
 
+@pytest.mark.direct_server  # counts the server sessions of ours
 @pytest.mark.postgresql  # trust authentication here: any password logs in
 def test_a_rotated_password_keeps_one_pool(pool_alias: Any, observer: Observer) -> None:
     alias = pool_alias(pool_size=2, max_overflow=0)

@@ -195,6 +195,8 @@ def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
     assert backend_id(second)
 
 
+# direct_server: waits for the previous pool's server session to end.
+@pytest.mark.direct_server
 def test_a_changed_database_name_retires_the_previous_pool(
     pool_alias: Any, observer: Observer
 ) -> None:

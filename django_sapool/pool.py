@@ -390,16 +390,15 @@ class DatabasePool:
                 return False
             # A round trip: time it, but never cut a commit short (the client
             # could not tell whether it happened).
-            if mode == "discard":
+            if mode == "discard":  # also closes every cursor (DISCARD ALL)
                 call = call or self.bounded_call(connection, "a reset")
                 session.discard(connection)
                 info[INITIALISED] = False
-                return True
-            if mode is not None:
+            elif mode is not None:
                 if call is None and mode != "commit":
                     call = self.bounded_call(connection, "a reset")
                 session.end_transaction(connection, commit=mode == "commit")
-            if named_cursors:
+            if named_cursors and mode != "discard":
                 # WITH HOLD cursors outlive the transaction: close what is left.
                 call = call or self.bounded_call(connection, "a reset")
                 session.close_named_cursors(connection)

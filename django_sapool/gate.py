@@ -71,6 +71,7 @@ class ConnectGate:
         #: The probe in flight (its token) and when it took the slot.
         self._probe: object | None = None
         self._probe_since = 0.0
+        self._probe_thread = 0
 
     def is_closed(self) -> bool:
         """True from a failed connect until one succeeds (never without a wait)."""
@@ -131,8 +132,16 @@ class ConnectGate:
                     raise Unreachable(self._verdict_failed())
                 now = time.monotonic()
                 lost_for = now - self._probe_since if self._probe is not None else 0
-                if self._probe is None or lost_for >= self.probe_limit:
+                if (
+                    self._probe is None
+                    or lost_for >= self.probe_limit
+                    # This thread's own earlier probe is over, even if a signal
+                    # (Python 3.10 runs handlers between any two bytecodes)
+                    # kept it from freeing the slot: a thread connects once.
+                    or self._probe_thread == threading.get_ident()
+                ):
                     self._probe, self._probe_since = token, now
+                    self._probe_thread = threading.get_ident()
                     break
                 remaining = deadline - now
                 if remaining <= 0:

@@ -298,3 +298,17 @@ def interrupt_after() -> Iterator[Callable[[float], None]]:
     yield arm
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_threads_own_stranded_probe_never_blocks_its_next_attempt() -> None:
+    # On Python 3.10 a signal handler can raise between any two bytecodes,
+    # even before the gate frees the probe slot: the slot stays taken. The
+    # same thread's next attempt proves that probe is over, so it goes ahead
+    # at once rather than after probe_limit.
+    gate = ConnectGate("x", wait=0.3, probe_limit=30)
+    close(gate)
+    gate._take_turn(time.monotonic(), object())  # a probe that never ended
+    started = time.monotonic()
+    assert gate.run(time.monotonic(), connected) == "connection"
+    assert time.monotonic() - started < 0.2
+    assert not gate.is_closed()

@@ -212,6 +212,10 @@ def test_mysql_discard_restores_the_session_a_new_connection_has(
         stock_settings(OPTIONS=dict(options), **settings), alias="stock"
     )
     expected = session_variables(stock)
+    # Django 4.2 connects with utf8 (utf8mb3): what the server gives back for
+    # text it cannot hold is the stock connection's answer too.
+    text = "Grüße, déjà vu" if options.get("charset") == "latin1" else "Grüße ✓ 東京 🐍"
+    expected_text = round_trip(stock, text)
     stock.close()
     alias = pool_alias(
         pool_size=1,
@@ -231,8 +235,7 @@ def test_mysql_discard_restores_the_session_a_new_connection_has(
     nxt = alias.wrapper()
     assert backend_id(nxt) == session, "reset, not reopened"
     assert session_variables(nxt) == expected
-    text = "Grüße, déjà vu" if options.get("charset") == "latin1" else "Grüße ✓ 東京 🐍"
-    assert round_trip(nxt, text) == (text, len(text))
+    assert round_trip(nxt, text) == expected_text
     nxt.close()
 
 

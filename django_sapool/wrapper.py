@@ -161,10 +161,14 @@ class PooledDatabaseWrapperMixin:
         pool = self._sapool_pool
         if pool is None or self._sapool_fairy is None:
             return super().is_usable()  # type: ignore[misc,no-any-return]
+        if pool.session.in_failed_transaction(self.connection):
+            # What Django's SELECT 1 would find, without the round trip.
+            # Giving it back still keeps it: see _sapool_usable().
+            return False
         return self._sapool_usable(pool)
 
     def _sapool_usable(self, pool: DatabasePool) -> bool:
-        """Django's is_usable() for a pooled connection, bounded by ping_timeout."""
+        """Can the pool reuse this connection? Bounded by ping_timeout."""
         connection, driver = self.connection, pool.session
         if driver.is_broken(connection):
             return False

@@ -36,6 +36,8 @@ EXPECTED: dict[str, dict[str, str]] = {
             "test_connect_pool_set_to_true",
             "test_connect_pool_with_timezone",
             "test_pooling_health_checks",
+            # Expects Django's "Pooling doesn't support persistent connections."
+            "test_pooling_not_support_persistent_connections",
         )
     },
     "psycopg2": {

@@ -194,10 +194,11 @@ def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff."""
+    """Check style and formatting with ruff, and the package's import graph."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("python", "tools/check_imports.py")  # an acyclic import graph
 
 
 @nox.session
@@ -214,7 +215,7 @@ def mypy(session: nox.Session) -> None:
     session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
     session.run(
         "mypy",
-        "django_sapool",
+        "src/django_sapool",
         "tests",
         "benchmarks",
         "django_suite",

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 
 import django_sapool
+import django_sapool.backends
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,9 +153,26 @@ def test_no_mysql_driver_names_the_extra(backend: str) -> None:
     )
 
 
-def test_the_subprocess_imports_this_worktrees_backend() -> None:
+def test_the_subprocess_imports_the_package_under_test() -> None:
     imported = Path(import_without("postgresql"))
-    assert imported == ROOT / "django_sapool" / "backends" / "__init__.py"
+    assert imported == Path(django_sapool.backends.__file__)
+
+
+# The tests run against the installed package ---------------------------------
+
+
+def test_the_installed_package_ships_its_type_information() -> None:
+    assert (resources.files("django_sapool") / "py.typed").is_file()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("NOX_CURRENT_SESSION"), reason="nox installs a wheel"
+)
+def test_under_nox_the_package_comes_from_the_wheel_not_the_source_tree() -> None:
+    # A module or data file missing from the wheel fails the suite, instead
+    # of being found in src/ (editable installs, pythonpath) and passing.
+    installed = Path(django_sapool.__file__).resolve()
+    assert ROOT not in installed.parents, installed
 
 
 # An exhausted pool says what to do -----------------------------------------

@@ -12,7 +12,7 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
 import django_sapool
-from django_sapool.budget import per_process, server_limits
+from django_sapool._budget import per_process, server_limits
 from django_sapool.checks import settings_errors
 from django_sapool.config import PoolConfig
 from tests.server import VENDOR, Observer

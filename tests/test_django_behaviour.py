@@ -11,7 +11,7 @@ from django.db.backends.signals import connection_created
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from django_sapool import registry
+from django_sapool import _registry
 from tests.server import VENDOR, Observer, backend_id
 from tests.testapp.models import Item
 
@@ -170,7 +170,7 @@ def test_configuration_errors_surface_on_connect(
         wrapper.ensure_connection()
     assert f"DATABASES[{wrapper.alias!r}]" in str(excinfo.value)
     assert message in str(excinfo.value)
-    assert all(pool.alias != wrapper.alias for pool in registry.pools())
+    assert all(pool.alias != wrapper.alias for pool in _registry.pools())
 
 
 def test_pools_are_keyed_by_effective_parameters(pool_alias: Any) -> None:
@@ -191,5 +191,5 @@ def test_pools_are_keyed_by_effective_parameters(pool_alias: Any) -> None:
         assert cursor.fetchone()[0] == other
     wrapper.close()
     wrapper.settings_dict["NAME"] = name
-    # The pool of the previous NAME was retired when the new one was made.
-    assert len([pool for pool in registry.pools() if pool.alias == wrapper.alias]) == 1
+    # The pool of the previous NAME was disposed when the new one was made.
+    assert len([pool for pool in _registry.pools() if pool.alias == wrapper.alias]) == 1

@@ -26,7 +26,7 @@ from django.db import connection, connections
 from django.db.utils import load_backend
 
 import django_sapool
-from django_sapool import registry
+from django_sapool import _registry
 from tests.forking import c_fork, in_child, python_fork, settle
 from tests.server import VENDOR, Observer, backend_id, backend_id_sql
 
@@ -126,7 +126,9 @@ def test_threads_racing_to_check_out_after_a_c_fork_never_get_the_parents_sessio
             worker.start()
         for worker in workers:
             worker.join(30)
-        registered = [id(pool) for pool in registry.pools() if pool.alias == alias.name]
+        registered = [
+            id(pool) for pool in _registry.pools() if pool.alias == alias.name
+        ]
         return {
             "pid": os.getpid(),
             "seen": seen,

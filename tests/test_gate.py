@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from django_sapool.gate import ConnectGate, Unreachable
+from django_sapool._gate import ConnectGate, Unreachable
 
 
 class ConnectFailed(Exception):

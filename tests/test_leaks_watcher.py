@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from django_sapool import leaks, registry
-from django_sapool.leaks import LeakWatch
+from django_sapool import _leaks, _registry
+from django_sapool._leaks import LeakWatch
 from tests.forking import c_fork, in_child, live_threads, settle
 
 WATCHER_THREAD = "django_sapool leak watcher"
@@ -55,15 +55,15 @@ class ChangingSet:
 class BrokenWatch(LeakWatch):
     """A watch whose check fails in a way nobody foresaw."""
 
-    def overdue(self, now: float) -> list[leaks.Loan]:
+    def overdue(self, now: float) -> list[_leaks.Loan]:
         raise ValueError("unforeseen")
 
 
 @pytest.fixture
-def watcher(monkeypatch: pytest.MonkeyPatch) -> leaks._Watcher:
+def watcher(monkeypatch: pytest.MonkeyPatch) -> _leaks._Watcher:
     """A fresh watcher, the one new LeakWatches of this test join."""
-    fresh = leaks._Watcher()
-    monkeypatch.setattr(leaks, "_watcher", fresh)
+    fresh = _leaks._Watcher()
+    monkeypatch.setattr(_leaks, "_watcher", fresh)
     return fresh
 
 
@@ -84,7 +84,7 @@ def wait_for(condition: Callable[[], object], seconds: float = 5) -> None:
 
 
 def test_the_watcher_survives_its_set_of_watches_changing_under_it(
-    watcher: leaks._Watcher, caplog: pytest.LogCaptureFixture
+    watcher: _leaks._Watcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     watcher._watches = ChangingSet(watcher._watches, times=3)  # type: ignore[assignment]
     caplog.set_level(logging.WARNING, logger="django_sapool")
@@ -96,7 +96,7 @@ def test_the_watcher_survives_its_set_of_watches_changing_under_it(
 
 
 def test_an_unforeseen_error_is_logged_once_and_leaks_are_still_reported(
-    watcher: leaks._Watcher, caplog: pytest.LogCaptureFixture
+    watcher: _leaks._Watcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="django_sapool")
     broken = BrokenWatch("broken", 0.05)  # watched while it is referenced
@@ -117,7 +117,7 @@ def test_a_loan_is_reported_once_past_leak_timeout_on_the_watchers_clock(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
-    watcher = leaks._Watcher(clock=clock)
+    watcher = _leaks._Watcher(clock=clock)
     caplog.set_level(logging.INFO, logger="django_sapool")
     leak_watch = LeakWatch("clocked", 30, watcher=watcher)
     borrower = Borrower()
@@ -163,7 +163,7 @@ def test_one_leak_watcher_thread_in_a_c_forked_child_whose_threads_watch_at_once
         def make_pool() -> None:
             start.wait(10)
             if len(made) % 2:
-                registry.pools()
+                _registry.pools()
             made.append(LeakWatch("child", 60))
 
         workers = [threading.Thread(target=make_pool) for _ in range(threads)]
@@ -171,11 +171,11 @@ def test_one_leak_watcher_thread_in_a_c_forked_child_whose_threads_watch_at_once
             worker.start()
         for worker in workers:
             worker.join(10)
-        registry.pools()
+        _registry.pools()
         made.append(LeakWatch("child", 60))
         return {
             "running": live_threads(WATCHER_THREAD),
-            "watched": sum(1 for w in leaks._watcher._watches if w.alias == "child"),
+            "watched": sum(1 for w in _leaks._watcher._watches if w.alias == "child"),
             "made": len(made),
         }
 

@@ -13,7 +13,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db import OperationalError, connection
 
 import django_sapool
-from django_sapool import registry
+from django_sapool import _registry
 from tests.server import VENDOR, Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -182,7 +182,7 @@ def test_requests_through_django_reuse_pooled_sessions(observer: Observer) -> No
 def test_no_db_alias_is_never_pooled() -> None:
     with connection._nodb_cursor() as cursor:
         cursor.execute("SELECT 1")
-    assert all(pool.alias != "__no_db__" for pool in registry.pools())
+    assert all(pool.alias != "__no_db__" for pool in _registry.pools())
 
 
 def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
@@ -197,7 +197,7 @@ def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
 
 # direct_server: waits for the previous pool's server session to end.
 @pytest.mark.direct_server
-def test_a_changed_database_name_retires_the_previous_pool(
+def test_a_changed_database_name_disposes_the_previous_pool(
     pool_alias: Any, observer: Observer
 ) -> None:
     # Settings changed in place (a test runner, a reconfigured alias): the
@@ -212,4 +212,4 @@ def test_a_changed_database_name_retires_the_previous_pool(
     backend_id(moved)
     moved.close()
     observer.wait_gone([first])
-    assert len([p for p in registry.pools() if p.alias == alias.name]) == 1
+    assert len([p for p in _registry.pools() if p.alias == alias.name]) == 1

@@ -28,7 +28,7 @@ import pytest
 from django.db import DatabaseError
 from django.db.utils import load_backend
 
-from django_sapool.reaper import reaper
+from django_sapool._reaper import reaper
 from tests.server import VENDOR, Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)

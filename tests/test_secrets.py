@@ -15,7 +15,7 @@ import pytest
 from django.db import Error, OperationalError
 
 import django_sapool
-from django_sapool import registry
+from django_sapool import _registry
 from tests.server import VENDOR, Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,12 +66,12 @@ def test_password_stays_out_of_everything(
     holder.close()
     backend_id(waiter)
     waiter.close()
-    pools = [pool for pool in registry.pools() if pool.alias == alias.name]
+    pools = [pool for pool in _registry.pools() if pool.alias == alias.name]
     assert pools, "the secret user's pool exists"
 
     assert not leaks(exhausted.value)
     assert not leaks(exhausted.value.__cause__)
-    assert not any(leaks(key) for key in registry._pools)
+    assert not any(leaks(key) for key in _registry._pools)
     assert not any(leaks(repr(pool)) or leaks(pool.config) for pool in pools)
     assert not leaks(repr(holder))
     assert not leaks(repr(holder.connection))

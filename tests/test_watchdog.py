@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_sapool.watchdog import watchdog
+from django_sapool._watchdog import watchdog
 from tests.forking import c_fork, in_child, live_threads, settle
 
 WATCHDOG_THREAD = "django_sapool watchdog"

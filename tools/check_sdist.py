@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_SHIPPED = (".ci/", ".gitignore")
-GENERATED = ("PKG-INFO", "setup.cfg", "django_sapool.egg-info/")
+GENERATED = ("PKG-INFO", "setup.cfg", "src/django_sapool.egg-info/")
 
 
 def tracked_files() -> set[str]:
@@ -36,7 +36,7 @@ def tracked_files() -> set[str]:
 
 
 def sdist_files(isolation: bool) -> set[str]:
-    egg_info = ROOT / "django_sapool.egg-info"
+    egg_info = ROOT / "src" / "django_sapool.egg-info"
     had_egg_info = egg_info.exists()
     with tempfile.TemporaryDirectory(prefix="sapool-sdist-") as out:
         command = [sys.executable, "-m", "build", "--sdist", "--outdir", out]

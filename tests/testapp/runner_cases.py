@@ -11,7 +11,7 @@ import os
 from django.db import connection
 from django.test import TestCase, TransactionTestCase
 
-from django_sapool import registry
+from django_sapool import _registry
 from tests.testapp.models import Item
 
 
@@ -22,7 +22,7 @@ class PooledTestCase(TestCase):
         # The runner's test database (--parallel clones carry a suffix).
         expected = os.environ["SAPOOL_TEST_DB_NAME"]
         assert connection.settings_dict["NAME"].startswith(expected)
-        assert any(pool.alias == "default" for pool in registry.pools())
+        assert any(pool.alias == "default" for pool in _registry.pools())
 
 
 class PooledTransactionTestCase(TransactionTestCase):

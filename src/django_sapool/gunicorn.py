@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from .registry import dispose
+from ._registry import dispose
 
 __all__ = ["post_fork", "worker_exit"]
 

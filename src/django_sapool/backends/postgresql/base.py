@@ -12,7 +12,7 @@ from django.db.backends.postgresql import base
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_sapool import errors
-from django_sapool.reset import Psycopg2Session, Psycopg3Session
+from django_sapool._drivers import Psycopg2Driver, Psycopg3Driver
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 from .creation import DatabaseCreation
@@ -33,7 +33,7 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
     sapool_dialect_url = (
         "postgresql+psycopg://" if is_psycopg3 else "postgresql+psycopg2://"
     )
-    sapool_session_class = Psycopg3Session if is_psycopg3 else Psycopg2Session
+    sapool_driver_class = Psycopg3Driver if is_psycopg3 else Psycopg2Driver
     sapool_carried_attrs = ("isolation_level",)
     sapool_timeout_error = PoolTimeout
     sapool_unavailable_error = ServerUnavailable

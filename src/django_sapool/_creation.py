@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import registry
+from . import _registry
 
 
 class PoolDisposingCreationMixin:
@@ -17,13 +17,13 @@ class PoolDisposingCreationMixin:
     """
 
     def _create_test_db(self, *args: Any, **kwargs: Any) -> Any:
-        registry.dispose()
+        _registry.dispose()
         return super()._create_test_db(*args, **kwargs)  # type: ignore[misc]
 
     def _clone_test_db(self, *args: Any, **kwargs: Any) -> Any:
-        registry.dispose()
+        _registry.dispose()
         return super()._clone_test_db(*args, **kwargs)  # type: ignore[misc]
 
     def _destroy_test_db(self, *args: Any, **kwargs: Any) -> Any:
-        registry.dispose()
+        _registry.dispose()
         return super()._destroy_test_db(*args, **kwargs)  # type: ignore[misc]

@@ -44,11 +44,11 @@ class PoolConfig:
     prewarm: int = 0
     #: Ours: after a failed connect, one checkout at a time tries to connect;
     #: the others wait for its outcome up to this many seconds, then fail with
-    #: ServerUnavailable (see gate.py). None: every checkout tries itself.
+    #: ServerUnavailable (see _gate.py). None: every checkout tries itself.
     unreachable_wait: float | None = 2.0
     #: Ours: the longest the pool's own round trips (pre-ping, reset on
     #: checkin, the check after an error) may take before the connection is
-    #: cut and discarded (see watchdog.py). None: no limit.
+    #: cut and discarded (see _watchdog.py). None: no limit.
     ping_timeout: float | None = 10.0
 
     @property

@@ -17,7 +17,7 @@ import queue
 import threading
 from typing import Any
 
-from . import registry
+from . import _fork
 
 logger = logging.getLogger("django_sapool")
 
@@ -32,7 +32,7 @@ class Reaper:
 
     def forget_parent(self) -> None:
         """In a forked child: what the parent queued is the parent's to close."""
-        registry.keep_inherited(self._queue)
+        _fork.keep_forever(self._queue)
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._started = False
@@ -78,4 +78,4 @@ class Reaper:
 
 
 reaper = Reaper()
-registry.on_fork_in_child(reaper.forget_parent)
+_fork.on_child(reaper.forget_parent)

@@ -1,6 +1,6 @@
-"""What giving a connection back means on each server.
+"""Per-driver adapters: what giving a connection back means on each server.
 
-Each vendor answers three questions about a raw driver connection without a
+Each driver answers three questions about a raw driver connection without a
 server round trip where it can: is it broken, is a transaction open, and how
 is the session reset completely ("discard"). The pool calls these on checkin;
 the statements they send are the only ones a checkin ever costs.
@@ -12,13 +12,13 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from . import mysql_client
+from . import _libmysql
 
 # libpq's PQtransactionStatus values, shared by psycopg2 and psycopg 3.
 _PG_IDLE, _PG_ACTIVE, _PG_INERROR, _PG_UNKNOWN = 0, 1, 3, 4
 
 
-class Session(Protocol):
+class Driver(Protocol):
     """Vendor-specific handling of one pool's connections."""
 
     def __init__(self, connect_params: Mapping[str, Any]) -> None: ...
@@ -52,7 +52,7 @@ class Session(Protocol):
         """Give the connection a fresh session, as if newly opened."""
 
 
-class PostgreSQLSession:
+class PostgreSQLDriver:
     """libpq tracks the transaction status client-side: no round trip to ask."""
 
     def __init__(self, connect_params: Mapping[str, Any]) -> None:
@@ -113,7 +113,7 @@ class PostgreSQLSession:
             self.execute_unprepared(cursor, "DISCARD ALL")
 
 
-class Psycopg3Session(PostgreSQLSession):
+class Psycopg3Driver(PostgreSQLDriver):
     def transaction_status(self, connection: Any) -> int:
         return int(connection.pgconn.transaction_status)
 
@@ -127,7 +127,7 @@ class Psycopg3Session(PostgreSQLSession):
         cursor.execute(sql, prepare=False)
 
 
-class Psycopg2Session(PostgreSQLSession):
+class Psycopg2Driver(PostgreSQLDriver):
     def transaction_status(self, connection: Any) -> int:
         return int(connection.get_transaction_status())
 
@@ -145,7 +145,7 @@ def mysql_statement_failed(connection: Any) -> None:
         _failed.add(connection)
 
 
-class MySQLSession:
+class MySQLDriver:
     """mysqlclient on MariaDB or MySQL."""
 
     def __init__(self, connect_params: Mapping[str, Any]) -> None:
@@ -173,7 +173,7 @@ class MySQLSession:
             or connection in _failed
         ):
             return None
-        return mysql_client.in_transaction(connection)
+        return _libmysql.in_transaction(connection)
 
     def in_failed_transaction(self, connection: Any) -> bool:
         return False  # MySQL keeps a transaction usable after an error
@@ -205,7 +205,7 @@ class MySQLSession:
         # Django sets its own autocommit at every checkout; keeping the
         # borrower's (usually Django's) spares that a round trip.
         autocommit = connection.get_autocommit()
-        mysql_client.reset_connection(connection)
+        _libmysql.reset_connection(connection)
         _failed.discard(connection)
         # Then what the driver did at connect, in its order, in one statement
         # where it can. Its reply also refreshes the status flags (the

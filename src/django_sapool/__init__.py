@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._registry import dispose
 from .config import PoolConfig
 from .errors import PoolTimeout, SAPoolError, ServerUnavailable
-from .registry import dispose
 from .stats import get_stats, pop_stats
 
 try:

@@ -11,8 +11,8 @@ checkout, so a pooled request costs no extra round trip.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,12 +21,15 @@ from django.core.signals import setting_changed
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 
-from . import connect_timeout, registry
+from . import _connect_timeout, _fork, _registry
+from ._creation import PoolDisposingCreationMixin
+from ._drivers import Driver
+from ._pool import INITIALISED, DatabasePool, describe
+from ._watchdog import watchdog
 from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
 from .errors import PoolTimeout, ServerUnavailable
-from .pool import INITIALISED, DatabasePool, describe
-from .reset import Session
-from .watchdog import watchdog
+
+__all__ = ["PoolDisposingCreationMixin", "PooledDatabaseWrapperMixin"]
 
 logger = logging.getLogger("django_sapool")
 
@@ -36,8 +39,9 @@ class PooledDatabaseWrapperMixin:
 
     #: SQLAlchemy URL naming the dialect: its ping and disconnect detection.
     sapool_dialect_url: ClassVar[str]
-    #: Builds the vendor's checkin behaviour from a pool's connect parameters.
-    sapool_session_class: ClassVar[type[Session]]
+    #: The driver's adapter (transaction state, reset, ping), built from a
+    #: pool's connect parameters.
+    sapool_driver_class: ClassVar[type[Driver]]
     #: Wrapper attributes Django's get_new_connection() sets; every borrower
     #: of a connection gets the values of the wrapper that opened it.
     sapool_carried_attrs: ClassVar[tuple[str, ...]] = ()
@@ -61,7 +65,7 @@ class PooledDatabaseWrapperMixin:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sapool_fairy: Any = None
+        self._sapool_proxied: Any = None
         self._sapool_pool: DatabasePool | None = None
         # The pool chosen last, and for which inputs (the checkout fast path).
         self._sapool_choice: _PoolChoice | None = None
@@ -106,14 +110,14 @@ class PooledDatabaseWrapperMixin:
             # Django's short-lived maintenance connection (CREATE/DROP DATABASE).
             return self.sapool_open_connection(conn_params)
         pool = self._sapool_pool_for(conn_params)
-        fairy = pool.checkout(self, conn_params)
+        proxied = pool.checkout(self, conn_params)
         if self._sapool_carried_from is not pool:
             for name, value in pool.carried.items():
                 setattr(self, name, value)
             self._sapool_carried_from = pool
-        self._sapool_fairy, self._sapool_pool = fairy, pool
-        self._sapool_skip_init = fairy.info[INITIALISED]
-        return fairy.dbapi_connection
+        self._sapool_proxied, self._sapool_pool = proxied, pool
+        self._sapool_skip_init = proxied.info[INITIALISED]
+        return proxied.dbapi_connection
 
     def sapool_open_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a physical connection with Django's own code (the pool's creator)."""
@@ -123,7 +127,7 @@ class PooledDatabaseWrapperMixin:
     def sapool_connect_params(self, conn_params: dict[str, Any]) -> dict[str, Any]:
         """What the driver gets: a stalled server must not hang connect() for
         minutes, so a default connect_timeout (per connect, not per checkout)."""
-        timeout = connect_timeout.default_for(self.vendor, conn_params)
+        timeout = _connect_timeout.default_for(self.vendor, conn_params)
         if timeout is None:
             return conn_params
         return {**conn_params, "connect_timeout": timeout}
@@ -136,19 +140,19 @@ class PooledDatabaseWrapperMixin:
             self._sapool_skip_init = False
             return
         super().init_connection_state()  # type: ignore[misc]
-        if self._sapool_fairy is not None:
-            self._sapool_fairy.info[INITIALISED] = True
+        if self._sapool_proxied is not None:
+            self._sapool_proxied.info[INITIALISED] = True
 
     def create_cursor(self, name: str | None = None) -> Any:
         # Every query passes here. A fork made without Python's fork hooks
         # (uWSGI forks from C) shows only by process id: drop the parent's
         # connection, untouched, and open one of our own.
         pool = self._sapool_pool
-        if pool is not None and pool.pid != os.getpid():
+        if pool is not None and _fork.inherited(pool.pid):
             self._sapool_forget_inherited()
             self.ensure_connection()  # type: ignore[attr-defined]
         cursor = super().create_cursor(name)  # type: ignore[misc]
-        if self._sapool_fairy is not None:
+        if self._sapool_proxied is not None:
             cursors = self._sapool_cursors
             if len(cursors) >= _PRUNE_CURSORS_AT:  # a long loan: forget the dead
                 cursors[:] = [ref for ref in cursors if ref() is not None]
@@ -159,9 +163,9 @@ class PooledDatabaseWrapperMixin:
 
     def is_usable(self) -> bool:
         pool = self._sapool_pool
-        if pool is None or self._sapool_fairy is None:
+        if pool is None or self._sapool_proxied is None:
             return super().is_usable()  # type: ignore[misc,no-any-return]
-        if pool.session.in_failed_transaction(self.connection):
+        if pool.driver.in_failed_transaction(self.connection):
             # What Django's SELECT 1 would find, without the round trip.
             # Giving it back still keeps it: see _sapool_usable().
             return False
@@ -169,7 +173,7 @@ class PooledDatabaseWrapperMixin:
 
     def _sapool_usable(self, pool: DatabasePool) -> bool:
         """Can the pool reuse this connection? Bounded by ping_timeout."""
-        connection, driver = self.connection, pool.session
+        connection, driver = self.connection, pool.driver
         if driver.is_broken(connection):
             return False
         if driver.in_failed_transaction(connection):
@@ -187,10 +191,10 @@ class PooledDatabaseWrapperMixin:
     # Close -----------------------------------------------------------------
 
     def _close(self) -> None:
-        proxied, pool = self._sapool_fairy, self._sapool_pool
+        proxied, pool = self._sapool_proxied, self._sapool_pool
         if proxied is None or pool is None:
             return super()._close()  # type: ignore[misc,no-any-return]
-        if pool.pid != os.getpid():
+        if _fork.inherited(pool.pid):
             self._sapool_forget_inherited()
             return None
         # The loan ends here, whatever happens below: an exception raised by a
@@ -200,7 +204,7 @@ class PooledDatabaseWrapperMixin:
         named = self._sapool_named_cursors
         self._sapool_cursors = []
         self._sapool_named_cursors = False
-        self._sapool_fairy = self._sapool_pool = None
+        self._sapool_proxied = self._sapool_pool = None
         self._sapool_skip_init = False
         # close() inside atomic(): the block's work is abandoned, as when a
         # stock connection closes, whatever reset_on_return says.
@@ -210,7 +214,7 @@ class PooledDatabaseWrapperMixin:
         # stand-in, as a stock _close() leaves a closed connection (close()
         # drops it, except inside atomic(), where queries must fail until the
         # block ends). release() logs a failed reset: no error reaches Django.
-        self.connection = ReturnedConnection(self.Database, pool.session)
+        self.connection = ReturnedConnection(self.Database, pool.driver)
         try:
             # Only an error can have broken the connection without the reset
             # noticing (the reset itself fails on a dead one and discards it).
@@ -243,7 +247,7 @@ class PooledDatabaseWrapperMixin:
         Django calls this from its test-database code and ``ensure_timezone()``;
         the connection this wrapper holds is closed when it is given back.
         """
-        registry.dispose(self.alias)
+        _registry.dispose(self.alias)
 
     # Pools and fork ----------------------------------------------------------
 
@@ -253,15 +257,15 @@ class PooledDatabaseWrapperMixin:
         choice = self._sapool_choice
         if (
             choice is not None
-            and not choice.pool.retired
-            and choice.pool.pid == os.getpid()
+            and not choice.pool.disposed
+            and not _fork.inherited(choice.pool.pid)
             and conn_params == choice.conn_params
             and options == choice.options
             and settings_dict.get("CONN_MAX_AGE", 0) == choice.max_age
             and settings_dict.get("CONN_HEALTH_CHECKS", False) == choice.health_checks
         ):
             # Settings Django reads beyond these (TIME_ZONE, USE_TZ) dispose
-            # every pool when they change, which retires choice.pool.
+            # every pool when they change, which disposes choice.pool.
             return choice.pool
         max_age = settings_dict.get("CONN_MAX_AGE", 0)
         health_checks = settings_dict.get("CONN_HEALTH_CHECKS", False)
@@ -271,11 +275,11 @@ class PooledDatabaseWrapperMixin:
         # the password: a rotated one, or a token per connect (RDS IAM), is
         # the same server session to have; new connections use the current.
         identity = {k: v for k, v in conn_params.items() if k not in _SECRETS}
-        fingerprint = registry.fingerprint(
+        fingerprint = _fingerprint(
             identity, _without_secrets(options), self.timezone_name, max_age,
             health_checks,
         )  # fmt: skip
-        pool = registry.get_or_create(
+        pool = _registry.get_or_create(
             self.alias, fingerprint, lambda: self._sapool_create_pool(conn_params)
         )
         # OPTIONS may be changed in place later (tests do); keep a copy.
@@ -289,28 +293,30 @@ class PooledDatabaseWrapperMixin:
             alias=self.alias,
             config=PoolConfig.from_settings(self.alias, self.settings_dict),
             dialect_url=self.sapool_dialect_url,
-            session=self.sapool_session_class(conn_params),
+            driver=self.sapool_driver_class(conn_params),
             timeout_error=self.sapool_timeout_error,
             unavailable_error=self.sapool_unavailable_error,
             driver_error=self.Database.Error,
             description=describe(conn_params),
-            probe_limit=connect_timeout.probe_limit(self.vendor, conn_params),
+            probe_limit=_connect_timeout.probe_limit(self.vendor, conn_params),
         )
 
     def _sapool_forget_inherited(self) -> None:
         """Drop a connection inherited across fork() without touching its socket."""
         pool = self._sapool_pool
         assert pool is not None
-        registry.keep_inherited(
-            self.connection, self._sapool_fairy, [ref() for ref in self._sapool_cursors]
+        _fork.keep_forever(
+            self.connection,
+            self._sapool_proxied,
+            [ref() for ref in self._sapool_cursors],
         )
-        self._sapool_fairy = self._sapool_pool = None
+        self._sapool_proxied = self._sapool_pool = None
         self._sapool_skip_init = False
         self._sapool_cursors = []
         self._sapool_named_cursors = False
         if self.in_atomic_block:
             # The parent's transaction cannot continue here: as after close().
-            self.connection = ReturnedConnection(self.Database, pool.session)
+            self.connection = ReturnedConnection(self.Database, pool.driver)
             self.closed_in_transaction = self.needs_rollback = True
         else:
             self.connection = None
@@ -323,7 +329,7 @@ class ReturnedConnection:
     errors as with Django's stock backend.
     """
 
-    def __init__(self, database: Any, driver: Session) -> None:
+    def __init__(self, database: Any, driver: Driver) -> None:
         self._database = database
         self._driver = driver
 
@@ -359,6 +365,19 @@ def _without_secrets(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in _SECRETS}
 
 
+def _fingerprint(*inputs: object) -> str:
+    """A stable digest of connect inputs (the caller leaves the password out)."""
+    return hashlib.sha256(repr(_canonical(inputs)).encode()).hexdigest()[:32]
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, dict):
+        return sorted((repr(k), _canonical(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def _copy_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: dict(v) if isinstance(v, dict) else v for k, v in options.items()}
 
@@ -366,7 +385,7 @@ def _copy_options(options: dict[str, Any]) -> dict[str, Any]:
 def _forget_inherited_connections() -> None:
     """After fork, drop what this thread's wrappers hold from the parent."""
     for wrapper in connections.all(initialized_only=True):
-        if isinstance(wrapper, PooledDatabaseWrapperMixin) and wrapper._sapool_fairy:
+        if isinstance(wrapper, PooledDatabaseWrapperMixin) and wrapper._sapool_proxied:
             wrapper._sapool_forget_inherited()
 
 
@@ -374,8 +393,8 @@ def _dispose_on_time_zone_change(*, setting: str, **kwargs: Any) -> None:
     # Pooled connections were set up for the old time zone. Django 5.1+ does
     # this through ensure_timezone() -> close_pool(); 4.2 does not.
     if setting in {"TIME_ZONE", "USE_TZ"}:
-        registry.dispose()
+        _registry.dispose()
 
 
-registry.on_fork_in_child(_forget_inherited_connections)
+_fork.on_child(_forget_inherited_connections)
 setting_changed.connect(_dispose_on_time_zone_change)

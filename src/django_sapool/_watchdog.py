@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from . import registry
+from . import _fork
 
 logger = logging.getLogger("django_sapool")
 
@@ -66,7 +66,7 @@ class Watchdog:
             return None
         if fd < 0:  # a closed socket says so instead
             return None
-        registry.check_fork()  # a child forked from C learns it here
+        _fork.check()  # a child forked from C learns it here
         key = next(self._keys)
         deadline = time.monotonic() + limit
         with self._lock:
@@ -151,4 +151,4 @@ def _shut_down(fd: int) -> None:
 
 
 watchdog = Watchdog()
-registry.on_fork_in_child(watchdog.forget_parent)
+_fork.on_child(watchdog.forget_parent)

@@ -21,18 +21,19 @@ import sqlalchemy.exc
 from sqlalchemy import create_pool_from_url, event
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
-from . import registry
+from . import _fork
+from ._gate import ConnectGate, Unreachable
+from ._leaks import LeakWatch
+from ._reaper import reaper
+from ._watchdog import watchdog
 from .config import PoolConfig
 from .errors import PoolTimeout, ServerUnavailable
-from .gate import ConnectGate, Unreachable
-from .leaks import LeakWatch
-from .reaper import reaper
-from .watchdog import watchdog
+from .stats import stats_for
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
 
-    from .reset import Session
+    from ._drivers import Driver
 
 logger = logging.getLogger("django_sapool")
 
@@ -66,7 +67,7 @@ class DatabasePool:
         alias: str,
         config: PoolConfig,
         dialect_url: str,
-        session: Session,
+        driver: Driver,
         timeout_error: type[PoolTimeout],
         unavailable_error: type[ServerUnavailable],
         driver_error: type[Exception],
@@ -75,10 +76,10 @@ class DatabasePool:
     ) -> None:
         self.alias = alias
         self.config = config
-        self.session = session
+        self.driver = driver
         self.description = description
         self.pid = os.getpid()
-        self.retired = False
+        self.disposed = False
         #: Wrapper attributes Django's connect code set while opening the first
         #: connection (PostgreSQL's isolation_level); the same for every
         #: connection of this pool, given to every borrower.
@@ -117,7 +118,7 @@ class DatabasePool:
         self._gate = ConnectGate(alias, config.unreachable_wait, probe_limit)
         if config.pre_ping and config.ping_timeout is not None:
             self._bound_pings(self._pool._dialect)
-        self.stats = registry.stats_for(alias)
+        self.stats = stats_for(alias)
         self._leaks = (
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
         )
@@ -174,7 +175,7 @@ class DatabasePool:
         finally:
             self._connecting.borrower = None
             stats.checkout_ended((time.monotonic() - started) * 1000, failure)
-        registry.lent_connections.add(proxied)
+        _fork.lent.add(proxied)
         if self._leaks is not None:
             self._leaks.lent(proxied)
         logger.debug("Checked out: %r", self)
@@ -215,14 +216,14 @@ class DatabasePool:
         inside atomic()), so it is rolled back even with reset "commit".
         Only for connections lent by this process (the wrapper checks).
         """
-        registry.lent_connections.discard(proxied)
+        _fork.lent.discard(proxied)
         if self._leaks is not None:
             self._leaks.returned(proxied)
         if discard:
             proxied.invalidate(_Unusable("Django found it unusable after an error"))
             return
         try:
-            reusable = not self.retired and self._reset(
+            reusable = not self.disposed and self._reset(
                 proxied.dbapi_connection,
                 proxied.info,
                 cursors,
@@ -239,10 +240,10 @@ class DatabasePool:
             proxied.invalidate()
         logger.debug("Checked in: %r", self)
 
-    def retire(self) -> None:
+    def dispose(self) -> None:
         """Close idle connections; those still lent are closed when returned."""
-        self.retired = True
-        if self.pid == os.getpid():
+        self.disposed = True
+        if not _fork.inherited(self.pid):
             self._pool.dispose()
         logger.info("Pool disposed for alias %r (%s)", self.alias, self.description)
 
@@ -360,7 +361,7 @@ class DatabasePool:
         rollback_only: bool = False,
     ) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""
-        mode, session = self.config.reset_on_return, self.session
+        mode, driver = self.config.reset_on_return, self.driver
         if rollback_only and mode == "commit":
             mode = "rollback"
         call = None
@@ -374,9 +375,9 @@ class DatabasePool:
                     cursor.close()
                 except self._reset_errors:
                     pass  # checked next
-                if not session.cursor_is_closed(cursor):
+                if not driver.cursor_is_closed(cursor):
                     return False  # it could still run: better no connection
-            in_transaction = session.in_transaction(connection)
+            in_transaction = driver.in_transaction(connection)
             if in_transaction is False and mode != "discard" and not named_cursors:
                 return True  # the usual case: nothing to send, nothing to time
             if mode is None and in_transaction is not False:
@@ -392,16 +393,16 @@ class DatabasePool:
             # could not tell whether it happened).
             if mode == "discard":  # also closes every cursor (DISCARD ALL)
                 call = call or self.bounded_call(connection, "a reset")
-                session.discard(connection)
+                driver.discard(connection)
                 info[INITIALISED] = False
             elif mode is not None:
                 if call is None and mode != "commit":
                     call = self.bounded_call(connection, "a reset")
-                session.end_transaction(connection, commit=mode == "commit")
+                driver.end_transaction(connection, commit=mode == "commit")
             if named_cursors and mode != "discard":
                 # WITH HOLD cursors outlive the transaction: close what is left.
                 call = call or self.bounded_call(connection, "a reset")
-                session.close_named_cursors(connection)
+                driver.close_named_cursors(connection)
         except self._reset_errors as exc:
             self.stats.add("reset_failures")
             logger.warning(
@@ -430,8 +431,8 @@ class DatabasePool:
         entry.dbapi_connection = None
         if record.record_info is not None:
             record.record_info[INVALIDATED] = True
-        if self.pid != os.getpid():
-            registry.keep_inherited(connection)
+        if _fork.inherited(self.pid):
+            _fork.keep_forever(connection)
         else:
             reaper.close_later(connection, self.alias)
 

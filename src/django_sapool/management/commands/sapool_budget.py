@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_sapool.budget import BudgetError, budget
+from django_sapool._budget import BudgetError, budget
 from django_sapool.checks import pooled_aliases
 
 

@@ -10,7 +10,7 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from django_sapool import errors
-from django_sapool.reset import MySQLSession, mysql_statement_failed
+from django_sapool._drivers import MySQLDriver, mysql_statement_failed
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 from .creation import DatabaseCreation
@@ -56,7 +56,7 @@ class DatabaseWrapper(
     NoteFailuresMixin, PooledDatabaseWrapperMixin, base.DatabaseWrapper
 ):
     sapool_dialect_url = "mysql+mysqldb://"
-    sapool_session_class = MySQLSession
+    sapool_driver_class = MySQLDriver
     sapool_timeout_error = PoolTimeout
     sapool_unavailable_error = ServerUnavailable
     creation_class = DatabaseCreation

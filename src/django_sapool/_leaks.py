@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import registry
+from . import _fork
 
 logger = logging.getLogger("django_sapool")
 
@@ -49,21 +49,21 @@ class LeakWatch:
         # connection back takes its loan with it (the checkin hook resets it).
         self._loans: weakref.WeakKeyDictionary[Any, Loan] = weakref.WeakKeyDictionary()
         if watcher is None:
-            registry.check_fork()  # a child forked from C gets its own watcher
+            _fork.check()  # a child forked from C gets its own watcher
             watcher = _watcher
         self._clock = watcher.clock
         watcher.watch(self)
 
-    def lent(self, fairy: Any) -> None:
-        self._loans[fairy] = Loan(
+    def lent(self, proxied: Any) -> None:
+        self._loans[proxied] = Loan(
             self.alias,
             self._clock(),
             threading.current_thread().name,
             traceback.StackSummary.from_list(traceback.extract_stack()[:-2]),
         )
 
-    def returned(self, fairy: Any) -> None:
-        loan = self._loans.pop(fairy, None)
+    def returned(self, proxied: Any) -> None:
+        loan = self._loans.pop(proxied, None)
         if loan is not None and loan.reported:
             logger.info(
                 "Alias %r: the connection reported as leaked (thread %r) came "
@@ -183,4 +183,4 @@ def _new_watcher_after_fork() -> None:
     _watcher = _Watcher()
 
 
-registry.on_fork_in_child(_new_watcher_after_fork)
+_fork.on_child(_new_watcher_after_fork)

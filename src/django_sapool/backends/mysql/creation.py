@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from django.db.backends.postgresql import creation
+from django.db.backends.mysql import creation
 
-from django_sapool.creation import PoolDisposingCreationMixin
+from django_sapool._creation import PoolDisposingCreationMixin
 
 
 class DatabaseCreation(PoolDisposingCreationMixin, creation.DatabaseCreation):

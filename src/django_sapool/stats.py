@@ -11,10 +11,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, overload
 
-from . import registry
+from . import _fork, _registry
 
 if TYPE_CHECKING:
-    from .pool import DatabasePool
+    from ._pool import DatabasePool
 
 #: Counters: events since the process started, or since the last pop_stats().
 COUNTERS = (
@@ -107,6 +107,26 @@ class PoolStats:
         return counts
 
 
+#: Counters per alias: they outlive the alias's pools.
+_stats: dict[str, PoolStats] = {}
+
+
+def stats_for(alias: str) -> PoolStats:
+    """The counters of ``alias`` in this process, made at first use."""
+    _fork.check()
+    stats = _stats.get(alias)
+    if stats is None:  # setdefault is atomic: one PoolStats per alias
+        stats = _stats.setdefault(alias, PoolStats())
+    return stats
+
+
+def _forget_parent() -> None:
+    _stats.clear()  # the child's own figures start now
+
+
+_fork.on_child(_forget_parent)
+
+
 @overload
 def get_stats(alias: str) -> dict[str, int]: ...
 @overload
@@ -128,17 +148,17 @@ def pop_stats(alias: str | None = None) -> dict[str, int] | dict[str, dict[str, 
 def _collect(
     alias: str | None, *, reset: bool
 ) -> dict[str, int] | dict[str, dict[str, int]]:
-    pools = registry.pools()
+    pools = _registry.pools()
     if alias is not None:
         return _alias_stats(alias, pools, reset=reset)
-    aliases = sorted(registry.stats_aliases())
+    aliases = sorted(_stats)
     return {name: _alias_stats(name, pools, reset=reset) for name in aliases}
 
 
 def _alias_stats(
     alias: str, pools: list[DatabasePool], *, reset: bool
 ) -> dict[str, int]:
-    stats = registry.stats_for(alias)
+    stats = stats_for(alias)
     gauges = dict.fromkeys(GAUGES, 0)
     for pool in pools:
         if pool.alias != alias:

@@ -36,7 +36,7 @@ logger = logging.getLogger("django_sapool")
 _T = TypeVar("_T")
 #: Waiters look again this often in case a wake-up was lost to a signal.
 LOOK_AGAIN_SECONDS = 0.25
-#: The default connect_timeout (10 s) plus a margin; pool.py passes its own.
+#: The default connect_timeout (10 s) plus a margin; _pool.py passes its own.
 DEFAULT_PROBE_LIMIT = 11.0
 _WHAT_THE_POOL_DOES = (
     "until a connect succeeds, the pool lets one checkout at a time try to connect"

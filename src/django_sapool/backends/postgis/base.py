@@ -14,7 +14,7 @@ from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
     sapool_dialect_url = Pooled.sapool_dialect_url
-    sapool_session_class = Pooled.sapool_session_class
+    sapool_driver_class = Pooled.sapool_driver_class
     sapool_timeout_error = Pooled.sapool_timeout_error
     sapool_unavailable_error = Pooled.sapool_unavailable_error
     sapool_carried_attrs = Pooled.sapool_carried_attrs

@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
@@ -66,16 +65,16 @@ def djangos_pool_message(alias: str) -> str:
     )
 
 
-# Django 5.1+ reads its pool from close_if_health_check_failed(); 4.2 has no
-# pool, and that path does not touch OPTIONS["pool"] at all.
+# Django 5.1+ reads its pool from close_if_health_check_failed() (4.2 has no
+# pool): there ours has none, so Django goes on to connect, and says ours.
 _PATHS = {
     "cursor": lambda wrapper: wrapper.cursor(),
     "ensure_connection": lambda wrapper: wrapper.ensure_connection(),
+    "close_if_health_check_failed": lambda wrapper: (
+        wrapper.close_if_health_check_failed(),
+        wrapper.ensure_connection(),
+    ),
 }
-if django.VERSION >= (5, 1):
-    _PATHS["close_if_health_check_failed"] = lambda wrapper: (
-        wrapper.close_if_health_check_failed()
-    )
 
 
 @pytest.mark.postgresql

@@ -32,6 +32,9 @@ class Driver(Protocol):
     def in_failed_transaction(self, connection: Any) -> bool:
         """True inside a transaction the server refuses to continue (PostgreSQL)."""
 
+    def autocommit(self, connection: Any) -> bool:
+        """The driver's autocommit setting, read without a round trip."""
+
     def cursor_is_closed(self, cursor: Any) -> bool:
         """Whether a driver cursor can no longer run anything."""
 
@@ -79,6 +82,9 @@ class PostgreSQLDriver:
     def in_failed_transaction(self, connection: Any) -> bool:
         return self.transaction_status(connection) == _PG_INERROR
 
+    def autocommit(self, connection: Any) -> bool:
+        return bool(connection.autocommit)
+
     def cursor_is_closed(self, cursor: Any) -> bool:
         return bool(cursor.closed)
 
@@ -117,6 +123,9 @@ class Psycopg3Driver(PostgreSQLDriver):
     def transaction_status(self, connection: Any) -> int:
         return int(connection.pgconn.transaction_status)
 
+    def in_transaction(self, connection: Any) -> bool:  # per request: inlined
+        return connection.pgconn.transaction_status != _PG_IDLE  # type: ignore[no-any-return]
+
     def closed_connection_error(self, database: Any) -> Exception:
         error: Exception = database.OperationalError("the connection is closed")
         return error
@@ -130,6 +139,9 @@ class Psycopg3Driver(PostgreSQLDriver):
 class Psycopg2Driver(PostgreSQLDriver):
     def transaction_status(self, connection: Any) -> int:
         return int(connection.get_transaction_status())
+
+    def in_transaction(self, connection: Any) -> bool:  # per request: inlined
+        return connection.get_transaction_status() != _PG_IDLE  # type: ignore[no-any-return]
 
 
 #: mysqlclient connections on which a statement failed since their last reset.
@@ -177,6 +189,9 @@ class MySQLDriver:
 
     def in_failed_transaction(self, connection: Any) -> bool:
         return False  # MySQL keeps a transaction usable after an error
+
+    def autocommit(self, connection: Any) -> bool:
+        return bool(connection.get_autocommit())
 
     def cursor_is_closed(self, cursor: Any) -> bool:
         return cursor.connection is None  # MySQLdb's close() drops it

@@ -35,8 +35,11 @@ _pid = os.getpid()
 _move_locks: dict[int, threading.RLock] = {}
 #: The pid whose move is under way (a callback calling back in must not wait).
 _moving = 0
-#: Connections lent right now, so the fork hooks can pin them (see _before_fork).
-lent: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Connections lent right now, by id, so the fork hooks can pin them (see
+#: _before_fork). Weak references: a borrower collected without giving its
+#: connection back leaves a dead entry, skipped (and dropped) at the next fork.
+#: A dict and not a WeakSet: a store and a pop per loan, no calls of ours.
+lent: dict[int, weakref.ref[Any]] = {}
 _pinned: list[Any] = []
 #: Everything this process inherited from its parents: kept alive, never touched.
 _inherited: list[Any] = []
@@ -90,8 +93,11 @@ def _move_to(pid: int) -> None:
         _move_locks = {pid: lock}  # a later child's pid may reuse an old one
         _moving = pid
         try:
-            keep_forever(list(_pinned), list(lent))
+            # The parent's loans, never to be returned here (a fork from C
+            # had no _before_fork to pin them: pin them now).
+            keep_forever(list(_pinned), [ref() for ref in list(lent.values())])
             _pinned.clear()
+            lent.clear()
             logger.info("Fork detected: process %d forgot its parent's pools", pid)
             for callback in _callbacks:
                 try:
@@ -108,12 +114,14 @@ def _before_fork() -> None:
     # in their thread-local storage become garbage. If the collector freed a
     # borrowed connection before the child's move, SQLAlchemy would return it
     # to the parent's pool, taking a lock a vanished thread may hold. Pin.
-    while True:
-        try:
-            _pinned[:] = list(lent)
-        except RuntimeError:  # another thread changed the set; try again
-            continue
-        return
+    pinned = []
+    for key, ref in list(lent.items()):
+        connection = ref()
+        if connection is not None:
+            pinned.append(connection)
+        elif lent.get(key) is ref:  # collected without being given back
+            lent.pop(key, None)
+    _pinned[:] = pinned
 
 
 def _after_fork_in_parent() -> None:

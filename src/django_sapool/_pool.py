@@ -14,7 +14,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sqlalchemy.exc
@@ -28,7 +29,7 @@ from ._reaper import reaper
 from ._watchdog import watchdog
 from .config import PoolConfig
 from .errors import PoolTimeout, ServerUnavailable
-from .stats import stats_for
+from .stats import FOLD_AT, stats_for
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -80,6 +81,9 @@ class DatabasePool:
         self.description = description
         self.pid = os.getpid()
         self.disposed = False
+        #: What a wrapper holds once it has given its connection back (set by
+        #: the wrapper that makes the pool; it acts as a closed connection).
+        self.stand_in: Any = None
         #: Wrapper attributes Django's connect code set while opening the first
         #: connection (PostgreSQL's isolation_level); the same for every
         #: connection of this pool, given to every borrower.
@@ -93,7 +97,7 @@ class DatabasePool:
         # disconnect detection (a bare QueuePool cannot pre-ping).
         pool = create_pool_from_url(
             dialect_url,
-            poolclass=QueuePool,
+            poolclass=_QueuePool,
             creator=self._open,
             pool_size=config.pool_size,
             max_overflow=config.max_overflow,
@@ -104,12 +108,11 @@ class DatabasePool:
             reset_on_return=None,
             use_lifo=config.use_lifo,
         )
-        assert isinstance(pool, QueuePool)
+        assert isinstance(pool, _QueuePool)
+        pool.returned_unreset = self._returned_unreset
         self._pool = pool
-        # Only for connections whose borrower was garbage-collected: release()
-        # handles every other return, without the cost of a "reset" event.
-        event.listen(self._pool, "checkin", self._on_checkin)
         event.listen(self._pool, "invalidate", self._on_invalidate)
+        self._reset_mode = config.reset_on_return
         self._timeout_error = timeout_error
         self._unavailable_error = unavailable_error
         #: What a failed reset may raise and still be ours to handle; anything
@@ -157,11 +160,14 @@ class DatabasePool:
         """Lend a connection; a new one is opened by ``borrower`` if needed."""
         stats = self.stats
         failure: str | None = "requests_errors"
-        stats.checkout_started()
+        stats.waiting.append(None)
         started = time.monotonic()
         self._connecting.borrower = (borrower, conn_params, started)
         try:
-            proxied = self._wait_for_connection(started)
+            try:
+                proxied = self._pool.connect()
+            except sqlalchemy.exc.TimeoutError:
+                proxied = self._wait_for_connection(started)
             failure = None
             if self._prewarm_pending:
                 self._prewarm()
@@ -174,15 +180,18 @@ class DatabasePool:
             raise _from_the_creator(exc)  # noqa: B904 - the same exception
         finally:
             self._connecting.borrower = None
-            stats.checkout_ended((time.monotonic() - started) * 1000, failure)
-        _fork.lent.add(proxied)
+            stats.waiting.pop()
+            waits = stats.waits
+            waits.append(time.monotonic() - started)
+            if failure is not None or len(waits) >= FOLD_AT:
+                stats.checkout_ended(failure)
+        _fork.lent[id(proxied)] = weakref.ref(proxied)
         if self._leaks is not None:
             self._leaks.lent(proxied)
-        logger.debug("Checked out: %r", self)
         return proxied
 
     def _wait_for_connection(self, started: float) -> PoolProxiedConnection:
-        """The pool's checkout, waiting up to timeout for a connection to free up.
+        """After a first wait for a free connection timed out, wait the rest.
 
         QueuePool waits in slices: a checkout that finds no idle connection
         while connects fail, since it began, gives up at the end of its slice
@@ -190,55 +199,52 @@ class DatabasePool:
         """
         deadline = started + self.config.timeout
         while True:
+            if self._gate.failed_since(started):
+                message = self._gate.no_idle_message(time.monotonic() - started)
+                raise self._unavailable_error(message)
+            if deadline - time.monotonic() < self._wait_slice / 2:
+                raise sqlalchemy.exc.TimeoutError()  # checkout(): PoolTimeout
             try:
                 return self._pool.connect()
             except sqlalchemy.exc.TimeoutError:
-                if self._gate.failed_since(started):
-                    message = self._gate.no_idle_message(time.monotonic() - started)
-                    raise self._unavailable_error(message) from None
-                if deadline - time.monotonic() < self._wait_slice / 2:
-                    raise
+                continue
 
     def release(
         self,
         proxied: PoolProxiedConnection,
-        *,
         discard: bool,
-        cursors: list[Any] | tuple[()] = (),
+        cursors: list[weakref.ref[Any]] | tuple[()] = (),
         named_cursors: bool = False,
         rollback_only: bool = False,
     ) -> None:
         """Take a connection back: reset it for reuse, or close it for good.
 
-        ``cursors`` are the driver cursors made during the loan: each is
-        closed first, so none can run on the next borrower's session.
+        ``cursors`` are weak references to the driver cursors made during the
+        loan: each still alive is closed first, so none can run on the next
+        borrower's session.
         ``rollback_only``: the borrower abandoned its transaction (close()
         inside atomic()), so it is rolled back even with reset "commit".
         Only for connections lent by this process (the wrapper checks).
         """
-        _fork.lent.discard(proxied)
+        _fork.lent.pop(id(proxied), None)
         if self._leaks is not None:
             self._leaks.returned(proxied)
         if discard:
             proxied.invalidate(_Unusable("Django found it unusable after an error"))
             return
+        info = proxied.info
         try:
             reusable = not self.disposed and self._reset(
-                proxied.dbapi_connection,
-                proxied.info,
-                cursors,
-                named_cursors,
-                rollback_only,
+                proxied.dbapi_connection, info, cursors, named_cursors, rollback_only
             )
         except BaseException:
             proxied.invalidate()  # interrupted mid-reset: its state is unknown
             raise
         if reusable:
-            proxied.info[RESET] = True
+            info[RESET] = True
             proxied.close()
         else:
             proxied.invalidate()
-        logger.debug("Checked in: %r", self)
 
     def dispose(self) -> None:
         """Close idle connections; those still lent are closed when returned."""
@@ -356,12 +362,45 @@ class DatabasePool:
         self,
         connection: Any,
         info: dict[str, Any],
-        cursors: list[Any] | tuple[()] = (),
+        cursors: list[weakref.ref[Any]] | tuple[()] = (),
         named_cursors: bool = False,
         rollback_only: bool = False,
     ) -> bool:
         """Ready a returned connection for its next borrower; False if it cannot be."""
-        mode, driver = self.config.reset_on_return, self.driver
+        if named_cursors or self._reset_mode == "discard":
+            return self._reset_fully(
+                connection, info, cursors, named_cursors, rollback_only
+            )
+        try:
+            for ref in cursors:
+                cursor = ref()
+                if cursor is not None and not self._close_cursor(cursor):
+                    return False  # it could still run: better no connection
+            if self.driver.in_transaction(connection) is False:
+                return True  # the usual case: nothing to send, nothing to time
+        except self._reset_errors as exc:
+            return self._reset_failed(exc)
+        return self._reset_fully(connection, info, (), named_cursors, rollback_only)
+
+    def _close_cursor(self, cursor: Any) -> bool:
+        """Close a cursor a borrower left open; whether it is closed now."""
+        # Not contextlib.suppress: this runs per request, and it costs.
+        try:  # noqa: SIM105
+            cursor.close()
+        except self._reset_errors:
+            pass  # checked next
+        return self.driver.cursor_is_closed(cursor)
+
+    def _reset_fully(
+        self,
+        connection: Any,
+        info: dict[str, Any],
+        cursors: list[weakref.ref[Any]] | tuple[()],
+        named_cursors: bool,
+        rollback_only: bool,
+    ) -> bool:
+        """_reset() when it takes a round trip: timed by the watchdog."""
+        mode, driver = self._reset_mode, self.driver
         if rollback_only and mode == "commit":
             mode = "rollback"
         call = None
@@ -369,17 +408,13 @@ class DatabasePool:
             if named_cursors and mode != "commit":
                 # Closing a server-side cursor is a round trip.
                 call = self.bounded_call(connection, "a reset")
-            for cursor in cursors:
-                # Not contextlib.suppress: this runs per request, and it costs.
-                try:  # noqa: SIM105
-                    cursor.close()
-                except self._reset_errors:
-                    pass  # checked next
-                if not driver.cursor_is_closed(cursor):
+            for ref in cursors:
+                cursor = ref()
+                if cursor is not None and not self._close_cursor(cursor):
                     return False  # it could still run: better no connection
             in_transaction = driver.in_transaction(connection)
             if in_transaction is False and mode != "discard" and not named_cursors:
-                return True  # the usual case: nothing to send, nothing to time
+                return True
             if mode is None and in_transaction is not False:
                 self.stats.add("reset_failures")
                 logger.warning(
@@ -404,28 +439,32 @@ class DatabasePool:
                 call = call or self.bounded_call(connection, "a reset")
                 driver.close_named_cursors(connection)
         except self._reset_errors as exc:
-            self.stats.add("reset_failures")
-            logger.warning(
-                "Alias %r: resetting a returned connection failed (%s: %s); closing it",
-                self.alias,
-                type(exc).__name__,
-                exc,
-            )
-            return False
+            return self._reset_failed(exc)
         finally:
-            cut = watchdog.finish(call)
+            cut = call is not None and watchdog.finish(call)
         if cut:  # succeeded right at its deadline, but the socket is shut down
             self.stats.add("reset_failures")
         return not cut
 
-    def _on_checkin(self, connection: Any, record: ConnectionPoolEntry) -> None:
+    def _reset_failed(self, error: BaseException) -> bool:
+        self.stats.add("reset_failures")
+        logger.warning(
+            "Alias %r: resetting a returned connection failed (%s: %s); closing it",
+            self.alias,
+            type(error).__name__,
+            error,
+        )
+        return False
+
+    def _returned_unreset(self, record: ConnectionPoolEntry) -> None:
         # Not reset by release(): its borrower was garbage-collected holding
         # it (a thread that ended without closing, say). This runs inside the
         # collector, in any thread: no I/O and none of our locks here. Free
         # the slot now; the reaper closes the connection, and the server
         # rolls back what it left open. In a forked child the socket is the
         # parent's: keep it, untouched.
-        if record.info.pop(RESET, False) or connection is None:
+        connection = record.dbapi_connection
+        if connection is None:  # invalidated: closed already
             return
         entry: Any = record  # dbapi_connection is writable on SQLAlchemy's record
         entry.dbapi_connection = None
@@ -489,6 +528,20 @@ def _wait_slice(timeout: float, unreachable_wait: float | None) -> float:
         return timeout
     slices = math.ceil(timeout / max(unreachable_wait, 0.1))
     return timeout / max(slices, 1)
+
+
+class _QueuePool(QueuePool):
+    """SQLAlchemy's QueuePool, told about returns that release() did not reset.
+
+    Cheaper than a "checkin" event listener, which every return would pay.
+    """
+
+    returned_unreset: Callable[[ConnectionPoolEntry], None]
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if not record.info.pop(RESET, False):
+            self.returned_unreset(record)
+        super()._do_return_conn(record)
 
 
 class _Unusable(Exception):

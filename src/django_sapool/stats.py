@@ -8,6 +8,7 @@ stable and documented in the README; nothing here ever holds a password.
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import TYPE_CHECKING, overload
 
@@ -79,32 +80,45 @@ class PoolStats:
         self._lock = threading.Lock()
         # Floats: milliseconds add up unrounded; snapshot() gives integers.
         self._counts: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
-        #: Checkouts in progress: waiting for a connection or opening one.
-        self.waiting = 0
+        #: One item per checkout in progress (waiting for a connection or
+        #: opening one): a checkout appends, and pops when it ends.
+        self.waiting: collections.deque[None] = collections.deque()
+        #: How long each checkout ended since the last fold took, in seconds:
+        #: appended by the checkout, folded into requests_num and
+        #: requests_wait_ms by checkout_ended() once there are FOLD_AT, or
+        #: when read. deque operations are atomic: a checkout takes no lock.
+        self.waits: collections.deque[float] = collections.deque()
 
     def add(self, key: str, value: float = 1) -> None:
         with self._lock:
             self._counts[key] += value
 
-    def checkout_started(self) -> None:
+    def checkout_ended(self, failure: str | None) -> None:
+        """Count the checkouts in ``waits``; ``failure``: the last one failed so."""
         with self._lock:
-            self.waiting += 1
-
-    def checkout_ended(self, wait_ms: float, failure: str | None) -> None:
-        with self._lock:
-            self.waiting -= 1
-            counts = self._counts
-            counts["requests_num"] += 1
-            counts["requests_wait_ms"] += wait_ms
+            self._fold()
             if failure is not None:
-                counts[failure] += 1
+                self._counts[failure] += 1
 
     def snapshot(self, *, reset: bool) -> dict[str, int]:
         with self._lock:
+            self._fold()
             counts = {key: int(value) for key, value in self._counts.items()}
             if reset:
                 self._counts = dict.fromkeys(COUNTERS, 0.0)
         return counts
+
+    def _fold(self) -> None:
+        waits, taken, total = self.waits, 0, 0.0
+        while waits:  # others may append meanwhile: take what is there
+            total += waits.popleft()
+            taken += 1
+        self._counts["requests_num"] += taken
+        self._counts["requests_wait_ms"] += total * 1000
+
+
+#: Ended checkouts a PoolStats holds before it counts them.
+FOLD_AT = 256
 
 
 #: Counters per alias: they outlive the alias's pools.
@@ -169,5 +183,5 @@ def _alias_stats(
                 gauges[key] = value
             else:
                 gauges[key] += value
-    gauges["requests_waiting"] = stats.waiting
+    gauges["requests_waiting"] = len(stats.waiting)
     return {**gauges, **stats.snapshot(reset=reset)}

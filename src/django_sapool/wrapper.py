@@ -63,6 +63,13 @@ class PooledDatabaseWrapperMixin:
     timezone_name: str
     vendor: str
 
+    #: Whether this class gets its connect parameters from Django's code alone.
+    _sapool_stock_params: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._sapool_stock_params = _stock_connection_params(cls)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sapool_proxied: Any = None
@@ -84,18 +91,26 @@ class PooledDatabaseWrapperMixin:
 
     # Connect ---------------------------------------------------------------
 
-    @property
-    def pool(self) -> None:
-        """Django's own pool (5.1+, PostgreSQL): never with a pooled ENGINE.
-
-        Django reaches it before get_connection_params() (from
-        close_if_health_check_failed(), among others) and would first complain
-        that psycopg_pool is not installed: say what is really wrong instead.
-        """
-        check_not_django_pool(self.alias, self.settings_dict["OPTIONS"])
-        return None
+    #: Django's own pool (5.1+, PostgreSQL): never with a pooled ENGINE. A
+    #: class attribute, not Django's property: Django reads it several times
+    #: per request, and would build its pool (or complain that psycopg_pool
+    #: is missing) before get_connection_params() can say what is wrong.
+    pool: ClassVar[None] = None
 
     def get_connection_params(self) -> dict[str, Any]:
+        choice = self._sapool_choice
+        if (
+            choice is not None
+            and choice.settings == self.settings_dict
+            and not choice.pool.disposed
+            and self._sapool_stock_params
+        ):
+            # Django's connect() asks at every checkout; the answer depends on
+            # the settings alone (a time-zone change disposes the pool), so it
+            # is built again only when they change. Django's connect code
+            # passes it on unchanged. A backend class that computes it itself
+            # (a token per connect, say) is asked every time.
+            return choice.conn_params
         if "pool" in self.settings_dict["OPTIONS"]:
             # Before Django's own code, which has its own opinion on it.
             check_not_django_pool(self.alias, self.settings_dict["OPTIONS"])
@@ -132,6 +147,17 @@ class PooledDatabaseWrapperMixin:
             return conn_params
         return {**conn_params, "connect_timeout": timeout}
 
+    def _set_autocommit(self, autocommit: bool) -> None:
+        # connect() sets autocommit after every checkout; a pooled connection
+        # usually has it already, and setting it costs the driver a few calls.
+        if (
+            self._sapool_skip_init
+            and self._sapool_pool is not None
+            and self._sapool_pool.driver.autocommit(self.connection) == autocommit
+        ):
+            return
+        super()._set_autocommit(autocommit)  # type: ignore[misc]
+
     def init_connection_state(self) -> None:
         if self._sapool_skip_init:
             # connect() after a checkout: the physical connection was set up
@@ -148,18 +174,25 @@ class PooledDatabaseWrapperMixin:
         # (uWSGI forks from C) shows only by process id: drop the parent's
         # connection, untouched, and open one of our own.
         pool = self._sapool_pool
-        if pool is not None and _fork.inherited(pool.pid):
+        if pool is None:
+            return super().create_cursor(name)  # type: ignore[misc]
+        if _fork.inherited(pool.pid):
             self._sapool_forget_inherited()
             self.ensure_connection()  # type: ignore[attr-defined]
+            return self.create_cursor(name)
         cursor = super().create_cursor(name)  # type: ignore[misc]
-        if self._sapool_proxied is not None:
-            cursors = self._sapool_cursors
-            if len(cursors) >= _PRUNE_CURSORS_AT:  # a long loan: forget the dead
-                cursors[:] = [ref for ref in cursors if ref() is not None]
-            cursors.append(weakref.ref(cursor))
-            if name:
-                self._sapool_named_cursors = True
+        cursors = self._sapool_cursors
+        cursors.append(weakref.ref(cursor))
+        if name or len(cursors) > _PRUNE_CURSORS_AT:
+            self._sapool_note_cursors(name)
         return cursor
+
+    def _sapool_note_cursors(self, name: str | None) -> None:
+        if name:
+            self._sapool_named_cursors = True
+        cursors = self._sapool_cursors
+        if len(cursors) > _PRUNE_CURSORS_AT:  # a long loan: forget the dead
+            cursors[:] = [ref for ref in cursors if ref() is not None]
 
     def is_usable(self) -> bool:
         pool = self._sapool_pool
@@ -199,8 +232,7 @@ class PooledDatabaseWrapperMixin:
             return None
         # The loan ends here, whatever happens below: an exception raised by a
         # signal handler during the check must not leave it half-returned.
-        cursors = [ref() for ref in self._sapool_cursors]
-        cursors = [cursor for cursor in cursors if cursor is not None]
+        cursors = self._sapool_cursors
         named = self._sapool_named_cursors
         self._sapool_cursors = []
         self._sapool_named_cursors = False
@@ -214,7 +246,7 @@ class PooledDatabaseWrapperMixin:
         # stand-in, as a stock _close() leaves a closed connection (close()
         # drops it, except inside atomic(), where queries must fail until the
         # block ends). release() logs a failed reset: no error reaches Django.
-        self.connection = ReturnedConnection(self.Database, pool.driver)
+        self.connection = pool.stand_in
         try:
             # Only an error can have broken the connection without the reset
             # noticing (the reset itself fails on a dead one and discards it).
@@ -222,15 +254,9 @@ class PooledDatabaseWrapperMixin:
             # connection is fine, so this check runs only if Django has not.
             discard = self.errors_occurred and not self._sapool_check(pool, connection)
         except BaseException:
-            pool.release(proxied, discard=True)
+            pool.release(proxied, True)
             raise
-        pool.release(
-            proxied,
-            discard=discard,
-            cursors=cursors,
-            named_cursors=named,
-            rollback_only=abandon,
-        )
+        pool.release(proxied, discard, cursors, named, abandon)
         return None
 
     def _sapool_check(self, pool: DatabasePool, connection: Any) -> bool:
@@ -252,21 +278,24 @@ class PooledDatabaseWrapperMixin:
     # Pools and fork ----------------------------------------------------------
 
     def _sapool_pool_for(self, conn_params: dict[str, Any]) -> DatabasePool:
-        settings_dict = self.settings_dict
-        options = settings_dict["OPTIONS"]
         choice = self._sapool_choice
         if (
             choice is not None
+            and (
+                conn_params is choice.conn_params  # from get_connection_params()
+                or (
+                    conn_params == choice.conn_params
+                    and self.settings_dict == choice.settings
+                )
+            )
             and not choice.pool.disposed
             and not _fork.inherited(choice.pool.pid)
-            and conn_params == choice.conn_params
-            and options == choice.options
-            and settings_dict.get("CONN_MAX_AGE", 0) == choice.max_age
-            and settings_dict.get("CONN_HEALTH_CHECKS", False) == choice.health_checks
         ):
             # Settings Django reads beyond these (TIME_ZONE, USE_TZ) dispose
             # every pool when they change, which disposes choice.pool.
             return choice.pool
+        settings_dict = self.settings_dict
+        options = settings_dict["OPTIONS"]
         max_age = settings_dict.get("CONN_MAX_AGE", 0)
         health_checks = settings_dict.get("CONN_HEALTH_CHECKS", False)
         # Everything that decides what a connection is and how it is set up:
@@ -282,24 +311,25 @@ class PooledDatabaseWrapperMixin:
         pool = _registry.get_or_create(
             self.alias, fingerprint, lambda: self._sapool_create_pool(conn_params)
         )
-        # OPTIONS may be changed in place later (tests do); keep a copy.
-        self._sapool_choice = _PoolChoice(
-            conn_params, _copy_options(options), max_age, health_checks, pool
-        )
+        # Settings may be changed in place later (tests do); keep a copy.
+        self._sapool_choice = _PoolChoice(_copy(settings_dict), conn_params, pool)
         return pool
 
     def _sapool_create_pool(self, conn_params: dict[str, Any]) -> DatabasePool:
-        return DatabasePool(
+        driver = self.sapool_driver_class(conn_params)
+        pool = DatabasePool(
             alias=self.alias,
             config=PoolConfig.from_settings(self.alias, self.settings_dict),
             dialect_url=self.sapool_dialect_url,
-            driver=self.sapool_driver_class(conn_params),
+            driver=driver,
             timeout_error=self.sapool_timeout_error,
             unavailable_error=self.sapool_unavailable_error,
             driver_error=self.Database.Error,
             description=describe(conn_params),
             probe_limit=_connect_timeout.probe_limit(self.vendor, conn_params),
         )
+        pool.stand_in = ReturnedConnection(self.Database, driver)
+        return pool
 
     def _sapool_forget_inherited(self) -> None:
         """Drop a connection inherited across fork() without touching its socket."""
@@ -347,10 +377,8 @@ class ReturnedConnection:
 class _PoolChoice:
     """The pool a wrapper used last and the inputs it was chosen for."""
 
+    settings: dict[str, Any]
     conn_params: dict[str, Any]
-    options: dict[str, Any]
-    max_age: Any
-    health_checks: Any
     pool: DatabasePool
 
 
@@ -378,8 +406,26 @@ def _canonical(value: object) -> object:
     return value
 
 
-def _copy_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in options.items()}
+def _copy(value: Any) -> Any:
+    """A copy of settings that nothing changed in place can reach (dicts, lists)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _stock_connection_params(cls: type) -> bool:
+    """Does ``cls`` get its connect parameters from Django's own code (and ours)?"""
+    return all(
+        klass is PooledDatabaseWrapperMixin
+        or klass.__module__.startswith(_DJANGO_BACKENDS)
+        for klass in cls.__mro__
+        if "get_connection_params" in vars(klass)
+    )
+
+
+_DJANGO_BACKENDS = ("django.db.backends.", "django.contrib.gis.db.backends.")
 
 
 def _forget_inherited_connections() -> None:

@@ -1,0 +1,168 @@
+"""Client-side instructions per request, counted under callgrind (``nox -s bench``).
+
+Requests per second move 10-30% between runs on a shared machine; the number
+of instructions the client executes does not. A request here is what Django
+does around a view that runs three small queries: ``request_started``, three
+``SELECT 1`` through ``connection.cursor()``, ``request_finished``. Each
+configuration runs twice under callgrind in a fresh process, with 0 and with
+N requests after the same warm-up; the difference divided by N is the cost of
+one request, start-up and warm-up cancelled out.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.micro import CONFIGS, DRIVERS
+from benchmarks.servers import MySQLServer, PostgreSQLCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+WARM_UP = 50
+REQUESTS = 300
+
+
+def child(requests: int) -> None:
+    """Run the warm-up and ``requests`` request cycles (under callgrind)."""
+    import django
+
+    django.setup()
+    from django.core.signals import request_finished, request_started
+    from django.db import connection
+
+    def request() -> None:
+        request_started.send(sender=None)
+        for _ in range(3):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        request_finished.send(sender=None)
+
+    for _ in range(WARM_UP):
+        request()
+    # A cyclic collection falling inside one run and not the other would add
+    # its cost to the difference: none runs while counting.
+    gc.collect()
+    gc.disable()
+    for _ in range(requests):
+        request()
+
+
+def count(settings: dict[str, Any], driver: str, requests: int) -> int:
+    """Instructions of one child process run under callgrind."""
+    env = {
+        **os.environ,
+        "SAPOOL_BENCH_DATABASE": json.dumps(settings),
+        "SAPOOL_BENCH_DRIVER": driver,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "benchmarks.app.settings",
+        "PYTHONHASHSEED": "0",
+    }
+    with tempfile.TemporaryDirectory(prefix="sapool-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(
+            [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                sys.executable, "-m", "benchmarks.instructions", "--child",
+                str(requests),
+            ],
+            env=env, cwd=ROOT, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
+    if match is None:
+        raise SystemExit(f"no instruction count in callgrind's output for {driver}")
+    return int(match.group(1))
+
+
+def per_request(settings: dict[str, Any], driver: str) -> int:
+    started = count(settings, driver, 0)
+    return round((count(settings, driver, REQUESTS) - started) / REQUESTS)
+
+
+def measure(driver: str, database: dict[str, Any]) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for label, kind, max_age, options in CONFIGS:
+        if max_age == 0 and kind == "stock" and not options:
+            continue  # connecting per request: not what a pool is compared with
+        if options.get("pool") and driver != "psycopg":
+            continue  # Django's own pool is psycopg 3 only
+        engine = (
+            "django_sapool.backends." if kind == "sapool" else "django.db.backends."
+        )
+        settings = {
+            **database,
+            "ENGINE": engine + DRIVERS[driver],
+            "CONN_MAX_AGE": max_age,
+            "OPTIONS": options,
+        }
+        print(f"instructions: {driver} {label} ...", flush=True)
+        rows[label] = per_request(settings, driver)
+    return rows
+
+
+def table(results: dict[str, dict[str, int]]) -> str:
+    lines = [
+        "| driver | persistent | Django's pool | django-sapool "
+        "| ours over persistent | Django's pool over persistent |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for driver, rows in results.items():
+        base, ours = rows["persistent"], rows["sapool"]
+        django_pool = rows.get("django pool")
+        cells = [
+            driver,
+            f"{base / 1000:.0f}K",
+            "-" if django_pool is None else f"{django_pool / 1000:.0f}K",
+            f"{ours / 1000:.0f}K",
+            f"+{(ours - base) / 1000:.0f}K",
+            "-" if django_pool is None else f"+{(django_pool - base) / 1000:.0f}K",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if "--child" in sys.argv:
+        child(int(sys.argv[-1]))
+        return
+    if not shutil.which("valgrind"):
+        raise SystemExit(
+            "the instruction counts need valgrind: apt-get install valgrind"
+        )
+    wanted = [d for d in DRIVERS if not sys.argv[1:] or d in sys.argv[1:]]
+    servers: dict[str, PostgreSQLCluster | MySQLServer] = {
+        "postgresql": PostgreSQLCluster(),
+        "mysql": MySQLServer(),
+    }
+    used = {DRIVERS[d] for d in wanted}
+    results: dict[str, dict[str, int]] = {}
+    try:
+        for vendor in used:
+            servers[vendor].start()
+        for driver in wanted:
+            database = servers[DRIVERS[driver]].database_settings()
+            results[driver] = measure(driver, database)
+    finally:
+        for vendor in used:
+            servers[vendor].stop()
+    text = (
+        f"Client instructions per request (3 x SELECT 1 between request_started "
+        f"and request_finished; {REQUESTS} requests minus 0, callgrind)\n\n"
+        + table(results)
+    )
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "instructions.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

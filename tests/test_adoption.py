@@ -21,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 
 import django_sapool
+from tests.support.pool_alias import PoolAliasFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_pool_option_in_options_is_refused_before_the_driver_sees_it(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     wrapper = pool_alias(options={"pool_size": 3}).wrapper()
     with pytest.raises(ImproperlyConfigured) as excinfo:
@@ -45,7 +46,7 @@ def test_a_pool_option_in_options_is_refused_before_the_driver_sees_it(
 
 
 def test_pool_options_of_django_db_connection_pool_are_refused_at_connect(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     alias = pool_alias(settings={"POOL_OPTIONS": {"POOL_SIZE": 3}})
     wrapper = alias.wrapper()
@@ -79,7 +80,7 @@ if django.VERSION >= (5, 1):
 @pytest.mark.postgresql
 @pytest.mark.parametrize("reach", list(_PATHS.values()), ids=list(_PATHS))
 def test_djangos_pool_option_gets_our_message_on_every_path(
-    pool_alias: Any, reach: Any
+    pool_alias: PoolAliasFactory, reach: Any
 ) -> None:
     alias = pool_alias(settings={"CONN_HEALTH_CHECKS": True}, options={"pool": True})
     wrapper = alias.wrapper()
@@ -89,7 +90,9 @@ def test_djangos_pool_option_gets_our_message_on_every_path(
     assert "psycopg_pool" not in str(excinfo.value)
 
 
-def test_djangos_pool_property_is_none_for_a_pooled_engine(pool_alias: Any) -> None:
+def test_djangos_pool_property_is_none_for_a_pooled_engine(
+    pool_alias: PoolAliasFactory,
+) -> None:
     wrapper = pool_alias(options={"pool": False}).wrapper()
     assert wrapper.pool is None
     with wrapper.cursor() as cursor:
@@ -159,7 +162,7 @@ def test_the_subprocess_imports_this_worktrees_backend() -> None:
 # An exhausted pool says what to do -----------------------------------------
 
 
-def test_pool_timeout_ends_with_what_to_do(pool_alias: Any) -> None:
+def test_pool_timeout_ends_with_what_to_do(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
     holder, waiter = alias.wrapper(), alias.wrapper()
     holder.ensure_connection()

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ if django.VERSION >= (5, 1):
 @pytest.mark.postgresql
 @pytest.mark.parametrize("reach", list(_PATHS.values()), ids=list(_PATHS))
 def test_djangos_pool_option_gets_our_message_on_every_path(
-    pool_alias: PoolAliasFactory, reach: Any
+    pool_alias: PoolAliasFactory, reach: Callable[[Any], object]
 ) -> None:
     alias = pool_alias(settings={"CONN_HEALTH_CHECKS": True}, options={"pool": True})
     wrapper = alias.wrapper()

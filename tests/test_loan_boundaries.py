@@ -17,6 +17,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,7 +150,10 @@ def test_a_server_side_cursor_left_open_does_not_reach_the_next_borrower(
 @pytest.mark.postgresql
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
-    engine: str, pool_alias: PoolAliasFactory, observer: Observer, caplog: Any
+    engine: str,
+    pool_alias: PoolAliasFactory,
+    observer: Observer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0)
     wrapper = make_wrapper(engine, alias)
@@ -250,7 +254,7 @@ def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
 
 @pytest.mark.postgresql  # libpq's own settings
 def test_a_service_file_connect_timeout_is_left_in_charge(
-    pool_alias: PoolAliasFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    pool_alias: PoolAliasFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     service_file = tmp_path / "pg_service.conf"
     service_file.write_text("[slow]\nconnect_timeout=4\n\n[plain]\nport=5432\n")

@@ -121,7 +121,7 @@ def pgbouncer(session: nox.Session) -> None:
     session.install(
         ".[psycopg,psycopg2]", *nox.project.dependency_groups(PYPROJECT, "test")
     )
-    session.run("python", "-m", "tests.run_behind_pgbouncer", *session.posargs)
+    session.run("python", "-m", "tests.support.behind_pgbouncer", *session.posargs)
 
 
 @nox.session

@@ -28,7 +28,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.servers import MySQLServer, PostgreSQLCluster
-from tests.private_server import free_port
+from tests.support.private_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

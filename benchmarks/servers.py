@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.private_server import free_port, postgres_bindir
+from tests.support.private_server import free_port, postgres_bindir
 
 BENCH_USER = "sapool_bench"
 BENCH_DB = "sapool_bench"

@@ -1,29 +1,35 @@
-"""Fixtures for tests against real servers.
+"""How the suite runs: which tests a driver's run collects, and what a skip means.
 
 Tests marked ``postgresql``, ``mysql`` or ``psycopg3`` run only in the matching
 driver's run (they are deselected, not skipped, elsewhere). When the server is
 unreachable its tests are skipped with the reason, except under ``CI=true``,
-where any skip is a failure.
+where any skip is a failure. Tests under tests/logic/ are marked ``logic``:
+they may not use the database (no ``django_db`` mark, no ``pool_alias`` or
+``observer``), and a run of only them never contacts the server.
+``direct_server`` and ``session_bound`` marks must say why, with ``reason=``.
+The fixtures are in tests/support/fixtures.py and tests/support/recipes.py.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
 import os
-from collections.abc import Generator, Iterator
-from typing import Any
+from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 from django.db import connections
 from django.db.utils import load_backend
 
-import django_sapool
 from tests import settings as test_settings
-from tests.server import Observer
+
+pytest_plugins = ["tests.support.fixtures", "tests.support.recipes"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-_alias_numbers = itertools.count()
+LOGIC = Path(__file__).parent / "logic"
+#: Marks that tell the PgBouncer runs what to leave out; each says why.
+REASONED = ("direct_server", "session_bound")
+#: Fixtures that reach the server, which a server-free (logic) test may not use.
+SERVER_FIXTURES = {"pool_alias", "observer", "db", "transactional_db"}
 
 
 def pytest_report_header() -> list[str]:
@@ -34,6 +40,7 @@ def pytest_report_header() -> list[str]:
     ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects: it may select on ``logic``
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -46,6 +53,16 @@ def pytest_collection_modifyitems(
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]
+    for item in items:
+        _check_marks(item)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Skip the server's tests when it is unreachable (after every selection)."""
+    items = session.items
+    if not any(item.get_closest_marker("django_db") for item in items):
+        return  # nothing selected needs the server: do not even look for it
     reason = _server_unreachable()
     if reason and not IN_CI:
         skip = pytest.mark.skip(reason=reason)
@@ -67,6 +84,25 @@ def pytest_runtest_makereport(
     return report
 
 
+def _check_marks(item: pytest.Item) -> None:
+    """Mark tests/logic/ tests ``logic``, and hold every test to the rules above."""
+    for name in REASONED:
+        for mark in item.iter_markers(name):
+            if not mark.kwargs.get("reason"):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.{name} needs reason='why'"
+                )
+    if LOGIC not in Path(str(item.path)).parents:
+        return
+    item.add_marker(pytest.mark.logic)
+    uses = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if item.get_closest_marker("django_db") or uses:
+        raise pytest.UsageError(
+            f"{item.nodeid}: a tests/logic test may not use the database "
+            f"(django_db mark or fixtures {sorted(uses)}); move it out of tests/logic"
+        )
+
+
 def _server_unreachable() -> str | None:
     """Why the configured server cannot be reached, or None if it can."""
     engine = "django.db.backends." + test_settings.VENDOR
@@ -80,59 +116,3 @@ def _server_unreachable() -> str | None:
     except Exception as exc:  # any failure means: no usable server here
         return f"{test_settings.VENDOR} server unreachable: {exc}"
     return None
-
-
-class PoolAlias:
-    """A database alias of its own, pooled with the given options, for one test."""
-
-    def __init__(self, name: str, settings_dict: dict[str, Any]) -> None:
-        self.name = name
-        self.settings_dict = settings_dict
-        self._wrappers: list[Any] = []
-
-    def wrapper(self) -> Any:
-        """A new DatabaseWrapper on this alias, as each thread of Django has."""
-        backend = load_backend(self.settings_dict["ENGINE"])
-        wrapper = backend.DatabaseWrapper(copy.deepcopy(self.settings_dict), self.name)
-        self._wrappers.append(wrapper)
-        return wrapper
-
-    def close(self) -> None:
-        for wrapper in self._wrappers:
-            wrapper.inc_thread_sharing()  # closing from the test's thread
-            wrapper.close()
-        django_sapool.dispose(self.name)
-
-
-@pytest.fixture
-def pool_alias() -> Iterator[Any]:
-    """Factory: ``pool_alias(pool_size=2, ...)`` returns a fresh PoolAlias.
-
-    Keyword arguments are pool options; ``settings`` overrides other
-    settings_dict keys; ``options`` adds driver OPTIONS.
-    """
-    made: list[PoolAlias] = []
-
-    def make(
-        *,
-        settings: dict[str, Any] | None = None,
-        options: dict[str, Any] | None = None,
-        **pool: Any,
-    ) -> PoolAlias:
-        settings_dict = copy.deepcopy(connections["default"].settings_dict)
-        settings_dict["OPTIONS"] = {**(options or {}), "sapool": pool}
-        settings_dict.update(settings or {})
-        alias = PoolAlias(f"pooled{next(_alias_numbers)}", settings_dict)
-        made.append(alias)
-        return alias
-
-    yield make
-    for alias in made:
-        alias.close()
-
-
-@pytest.fixture
-def observer() -> Iterator[Observer]:
-    watcher = Observer()
-    yield watcher
-    watcher.close()

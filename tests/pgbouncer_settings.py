@@ -1,6 +1,6 @@
 """The test settings as a user behind PgBouncer must change them.
 
-tests/run_behind_pgbouncer.py runs the suite with these settings. In
+python -m tests.support.behind_pgbouncer runs the suite with these settings. In
 transaction pool mode a server-side (named) cursor lives in one server session
 while the next FETCH may run on another, so Django must not use them. psycopg
 3 needs nothing more here: Django's default cursors bind parameters on the

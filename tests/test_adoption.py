@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from django.db import OperationalError
 
 import django_sapool
 import django_sapool.backends
+from tests.support.pool_alias import PoolAliasFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_pool_option_in_options_is_refused_before_the_driver_sees_it(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     wrapper = pool_alias(options={"pool_size": 3}).wrapper()
     with pytest.raises(ImproperlyConfigured) as excinfo:
@@ -46,7 +48,7 @@ def test_a_pool_option_in_options_is_refused_before_the_driver_sees_it(
 
 
 def test_pool_options_of_django_db_connection_pool_are_refused_at_connect(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     alias = pool_alias(settings={"POOL_OPTIONS": {"POOL_SIZE": 3}})
     wrapper = alias.wrapper()
@@ -67,7 +69,7 @@ def djangos_pool_message(alias: str) -> str:
 
 # Django 5.1+ reads its pool from close_if_health_check_failed() (4.2 has no
 # pool): there ours has none, so Django goes on to connect, and says ours.
-_PATHS = {
+_PATHS: dict[str, Callable[[Any], object]] = {
     "cursor": lambda wrapper: wrapper.cursor(),
     "ensure_connection": lambda wrapper: wrapper.ensure_connection(),
     "close_if_health_check_failed": lambda wrapper: (
@@ -80,7 +82,7 @@ _PATHS = {
 @pytest.mark.postgresql
 @pytest.mark.parametrize("reach", list(_PATHS.values()), ids=list(_PATHS))
 def test_djangos_pool_option_gets_our_message_on_every_path(
-    pool_alias: Any, reach: Any
+    pool_alias: PoolAliasFactory, reach: Callable[[Any], object]
 ) -> None:
     alias = pool_alias(settings={"CONN_HEALTH_CHECKS": True}, options={"pool": True})
     wrapper = alias.wrapper()
@@ -90,7 +92,9 @@ def test_djangos_pool_option_gets_our_message_on_every_path(
     assert "psycopg_pool" not in str(excinfo.value)
 
 
-def test_djangos_pool_property_is_none_for_a_pooled_engine(pool_alias: Any) -> None:
+def test_djangos_pool_property_is_none_for_a_pooled_engine(
+    pool_alias: PoolAliasFactory,
+) -> None:
     wrapper = pool_alias(options={"pool": False}).wrapper()
     assert wrapper.pool is None
     with wrapper.cursor() as cursor:
@@ -177,7 +181,7 @@ def test_under_nox_the_package_comes_from_the_wheel_not_the_source_tree() -> Non
 # An exhausted pool says what to do -----------------------------------------
 
 
-def test_pool_timeout_ends_with_what_to_do(pool_alias: Any) -> None:
+def test_pool_timeout_ends_with_what_to_do(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
     holder, waiter = alias.wrapper(), alias.wrapper()
     holder.ensure_connection()

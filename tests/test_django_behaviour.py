@@ -12,7 +12,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_sapool import _registry
-from tests.server import VENDOR, Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import VENDOR, Observer, backend_id
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,7 +44,7 @@ def test_close_inside_atomic_never_autocommits_the_rest(observer: Observer) -> N
     assert backend_id(connection), "usable again after the block"
 
 
-def test_is_usable_after_the_connection_is_gone(pool_alias: Any) -> None:
+def test_is_usable_after_the_connection_is_gone(pool_alias: PoolAliasFactory) -> None:
     # Django's own test (#21553): is_usable() after _close() says no, quietly.
     wrapper = pool_alias().wrapper()
     backend_id(wrapper)
@@ -53,7 +54,9 @@ def test_is_usable_after_the_connection_is_gone(pool_alias: Any) -> None:
     assert backend_id(wrapper)
 
 
-def test_direct_init_connection_state_runs_djangos_setup(pool_alias: Any) -> None:
+def test_direct_init_connection_state_runs_djangos_setup(
+    pool_alias: PoolAliasFactory,
+) -> None:
     # connect() skips Django's setup on a connection set up before; a direct
     # call (Django's own tests make one) still runs it.
     wrapper = pool_alias(pool_size=1, max_overflow=0).wrapper()
@@ -76,7 +79,9 @@ def test_direct_init_connection_state_runs_djangos_setup(pool_alias: Any) -> Non
         assert any("SET SESSION TRANSACTION ISOLATION LEVEL" in q for q in sql), sql
 
 
-def test_connection_created_fires_at_every_checkout(pool_alias: Any) -> None:
+def test_connection_created_fires_at_every_checkout(
+    pool_alias: PoolAliasFactory,
+) -> None:
     seen: list[str] = []
 
     def receiver(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -94,9 +99,12 @@ def test_connection_created_fires_at_every_checkout(pool_alias: Any) -> None:
     assert seen == [alias.name] * 3
 
 
-# direct_server: expects new server sessions after the pool is disposed, and
-# the old ones to end; PgBouncer keeps and reuses its server connections.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "expects new server sessions after the pool is disposed, and the old "
+        "ones to end; PgBouncer keeps and reuses its server connections"
+    )
+)
 @pytest.mark.postgresql
 def test_time_zone_change_starts_fresh_sessions(observer: Observer) -> None:
     before = backend_id(connection)
@@ -114,10 +122,11 @@ def test_time_zone_change_starts_fresh_sessions(observer: Observer) -> None:
     observer.wait_gone([before, during])
 
 
-# direct_server: waits for the server session to end with our connection.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=("waits for the server session to end with our connection")
+)
 def test_close_pool_disposes_only_its_alias(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     first, second = pool_alias(), pool_alias()
     one, two = first.wrapper(), second.wrapper()
@@ -130,10 +139,11 @@ def test_close_pool_disposes_only_its_alias(
     assert backend_id(one) != sessions[0]
 
 
-# direct_server: waits for the server session to end with our connection.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=("waits for the server session to end with our connection")
+)
 def test_close_pool_while_lent_closes_it_on_return(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0)
     wrapper = alias.wrapper()
@@ -163,7 +173,7 @@ def test_close_pool_while_lent_closes_it_on_return(
     ],
 )
 def test_configuration_errors_surface_on_connect(
-    pool_alias: Any, settings: dict[str, Any], message: str
+    pool_alias: PoolAliasFactory, settings: dict[str, Any], message: str
 ) -> None:
     wrapper = pool_alias(settings=settings).wrapper()
     with pytest.raises(ImproperlyConfigured) as excinfo:
@@ -173,7 +183,7 @@ def test_configuration_errors_surface_on_connect(
     assert all(pool.alias != wrapper.alias for pool in _registry.pools())
 
 
-def test_pools_are_keyed_by_effective_parameters(pool_alias: Any) -> None:
+def test_pools_are_keyed_by_effective_parameters(pool_alias: PoolAliasFactory) -> None:
     # The test runner switches NAME in place on a shared settings dict; a pool
     # keyed by alias alone would keep talking to the old database.
     wrapper = pool_alias().wrapper()

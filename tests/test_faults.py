@@ -9,6 +9,7 @@ Run alone with ``nox -s faults``; they are part of ``nox -s tests`` too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import pickle
 import threading
@@ -26,15 +27,17 @@ from django.db import (
 )
 
 import django_sapool
-from tests.server import Observer, backend_id
-from tests.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.server import Observer, Peak, backend_id
+from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.waiting import run_threads, threads_running, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
 
 @pytest.fixture
-def proxy(pool_alias: Any) -> Iterator[TcpProxy]:
+def proxy(pool_alias: PoolAliasFactory) -> Iterator[TcpProxy]:
     settings_dict = pool_alias().settings_dict
     with tcp_proxy(settings_dict["HOST"], int(settings_dict["PORT"])) as running:
         yield running
@@ -44,7 +47,7 @@ def figures(scenario: str, **counts: object) -> None:
     print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
-def attempt(alias: Any) -> tuple[bool, float, BaseException | None]:
+def attempt(alias: PoolAlias) -> tuple[bool, float, BaseException | None]:
     """One request cycle: (succeeded, seconds it took, the error if any)."""
     wrapper = alias.wrapper()
     started = time.monotonic()
@@ -64,7 +67,7 @@ def failed_fast(error: BaseException | None) -> bool:
 
 
 def test_server_down_at_start_fails_fast_then_recovers(
-    pool_alias: Any, proxy: TcpProxy, observer: Observer
+    pool_alias: PoolAliasFactory, proxy: TcpProxy, observer: Observer
 ) -> None:
     proxy.refuse()
     alias = pool_alias(
@@ -77,11 +80,7 @@ def test_server_down_at_start_fails_fast_then_recovers(
             outcomes.append(attempt(alias))
             time.sleep(0.02)
 
-    threads = [threading.Thread(target=requests) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert run_threads([requests] * 4) == []
     stats = django_sapool.get_stats(alias.name)
     fast = [o for o in outcomes if failed_fast(o[2])]
     figures(
@@ -109,7 +108,7 @@ def test_server_down_at_start_fails_fast_then_recovers(
 
 
 def test_while_connects_hang_one_checkout_at_a_time_tries(
-    pool_alias: Any, proxy: TcpProxy
+    pool_alias: PoolAliasFactory, proxy: TcpProxy
 ) -> None:
     """A server that never answers: one request waits connect_timeout, not all."""
     proxy.stall()
@@ -120,14 +119,7 @@ def test_while_connects_hang_one_checkout_at_a_time_tries(
     )  # fmt: skip
     assert not attempt(alias)[0]  # the first failure closes the gate
     outcomes: list[tuple[bool, float, BaseException | None]] = []
-    threads = [
-        threading.Thread(target=lambda: outcomes.append(attempt(alias)))
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert run_threads([lambda: outcomes.append(attempt(alias))] * 8) == []
     stats = django_sapool.get_stats(alias.name)
     fast = sorted(seconds for _, seconds, error in outcomes if failed_fast(error))
     figures(
@@ -149,10 +141,9 @@ def test_while_connects_hang_one_checkout_at_a_time_tries(
     assert ok, error
 
 
-# direct_server: tells connections apart by server session.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="tells connections apart by server session")
 def test_an_idle_connection_is_lent_while_connects_fail(
-    pool_alias: Any, proxy: TcpProxy
+    pool_alias: PoolAliasFactory, proxy: TcpProxy
 ) -> None:
     """Failing fast is about new connections only; a pooled one is still lent."""
     alias = pool_alias(
@@ -172,7 +163,7 @@ def test_an_idle_connection_is_lent_while_connects_fail(
 
 @pytest.mark.parametrize("stage", ["pre-ping", "reset"])
 def test_a_stalled_network_cannot_hang_the_pools_round_trips(
-    pool_alias: Any, proxy: TcpProxy, stage: str
+    pool_alias: PoolAliasFactory, proxy: TcpProxy, stage: str
 ) -> None:
     """The network stops passing bytes on an open connection: cut, not hung."""
     alias = pool_alias(
@@ -214,7 +205,7 @@ def test_a_stalled_network_cannot_hang_the_pools_round_trips(
 
 
 def test_a_stalled_connect_is_bounded_by_connect_timeout(
-    pool_alias: Any, proxy: TcpProxy
+    pool_alias: PoolAliasFactory, proxy: TcpProxy
 ) -> None:
     proxy.stall()  # the handshake completes, the server never answers
     alias = pool_alias(
@@ -229,7 +220,7 @@ def test_a_stalled_connect_is_bounded_by_connect_timeout(
     assert 1.5 < seconds < 6  # the driver's connect_timeout, not forever
 
 
-def test_connect_timeout_is_set_unless_given(pool_alias: Any) -> None:
+def test_connect_timeout_is_set_unless_given(pool_alias: PoolAliasFactory) -> None:
     assert driver_params(pool_alias().wrapper())["connect_timeout"] == 10
     given = pool_alias(options={"connect_timeout": 3}).wrapper()
     assert driver_params(given)["connect_timeout"] == 3
@@ -243,25 +234,13 @@ def driver_params(wrapper: Any) -> dict[str, Any]:
     return params
 
 
-# direct_server: counts our sessions on the server.
-@pytest.mark.direct_server
-def test_exhaustion_under_50_threads(pool_alias: Any, observer: Observer) -> None:
+@pytest.mark.direct_server(reason="counts our sessions on the server")
+def test_exhaustion_under_50_threads(
+    pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
     alias = pool_alias(pool_size=2, max_overflow=1, timeout=0.5)
     baseline = observer.sessions_on_database() | {observer.own_id}
-    most_at_once = 0
-    done = threading.Event()
     outcomes: list[tuple[str, float]] = []
-
-    def watch() -> None:
-        nonlocal most_at_once
-        watcher = Observer()
-        try:
-            while not done.is_set():
-                now = len(watcher.sessions_on_database() - baseline)
-                most_at_once = max(most_at_once, now)
-                time.sleep(0.005)
-        finally:
-            watcher.close()
 
     def request() -> None:
         wrapper = alias.wrapper()
@@ -276,17 +255,9 @@ def test_exhaustion_under_50_threads(pool_alias: Any, observer: Observer) -> Non
         finally:
             wrapper.close()
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    threads = [threading.Thread(target=request) for _ in range(50)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        done.set()
-        watcher.join()
+    peak = Peak()
+    with peak.watching(lambda watcher: len(watcher.sessions_on_database() - baseline)):
+        assert run_threads([request] * 50) == []
     stats = django_sapool.get_stats(alias.name)
     timeouts = [seconds for kind, seconds in outcomes if kind == "PoolTimeout"]
     figures(
@@ -294,21 +265,22 @@ def test_exhaustion_under_50_threads(pool_alias: Any, observer: Observer) -> Non
         attempted=len(outcomes),
         succeeded=len(outcomes) - len(timeouts),
         timed_out=len(timeouts),
-        server_sessions_max=most_at_once,
+        server_sessions_max=peak.most,
         checked_out_after=stats["checked_out"],
     )
     assert len(outcomes) == 50
     assert {kind for kind, _ in outcomes} <= {"ok", "PoolTimeout"}
     assert timeouts, "50 threads on 3 connections must time some out"
     assert all(0.4 < seconds < 2.0 for seconds in timeouts)  # about `timeout`
-    assert most_at_once <= 3
+    assert peak.most <= 3
     assert stats["checked_out"] == 0
     # The overflow connection was closed on return; the server notices soon.
-    deadline = time.monotonic() + 5
-    while len(ours := observer.sessions_on_database() - baseline) > 2:
-        assert time.monotonic() < deadline, f"still {len(ours)} sessions of ours"
-        time.sleep(0.05)
-    assert observer.idle_in_transaction(ours) == set()
+    wait_until(
+        lambda: len(observer.sessions_on_database() - baseline) <= 2,
+        "the overflow session ends",
+    )
+    left = observer.sessions_on_database() - baseline
+    assert observer.idle_in_transaction(left) == set()
 
 
 class ViewCrashed(Exception):
@@ -356,11 +328,12 @@ def test_an_integrity_error_in_atomic_is_rolled_back(observer: Observer) -> None
     connection.close()
 
 
-# direct_server: kills our server sessions; behind PgBouncer they are its own.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=("kills our server sessions; behind PgBouncer they are its own")
+)
 @pytest.mark.parametrize("pre_ping", [False, True], ids=["no pre_ping", "pre_ping"])
 def test_sessions_killed_under_load(
-    pool_alias: Any, observer: Observer, pre_ping: bool
+    pool_alias: PoolAliasFactory, observer: Observer, pre_ping: bool
 ) -> None:
     """Every server session of ours is killed while 8 threads send requests.
 
@@ -398,20 +371,19 @@ def test_sessions_killed_under_load(
                 outcomes.append((ok, started, session))
             time.sleep(0.002)
 
-    threads = [threading.Thread(target=requests, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
-    victims = observer.sessions_on_database() - baseline
-    for session in victims:
-        with contextlib.suppress(DatabaseError):  # it may have ended just now
-            observer.kill(session)
-    observer.wait_gone(victims)
-    killed_at.append(time.monotonic())
-    time.sleep(0.5)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with threads_running(functools.partial(requests, n) for n in range(8)) as errors:
+        try:
+            time.sleep(0.5)
+            victims = observer.sessions_on_database() - baseline
+            for session in victims:
+                with contextlib.suppress(DatabaseError):  # it may have just ended
+                    observer.kill(session)
+            observer.wait_gone(victims)
+            killed_at.append(time.monotonic())
+            time.sleep(0.5)
+        finally:
+            stop.set()
+    assert errors == []
 
     failed = [o for o in outcomes if not o[0]]
     after_kill = [o for o in outcomes if o[1] > killed_at[0]]
@@ -443,7 +415,7 @@ def test_sessions_killed_under_load(
 
 
 def test_past_the_pools_capacity_a_failing_server_still_fails_fast(
-    pool_alias: Any, proxy: TcpProxy
+    pool_alias: PoolAliasFactory, proxy: TcpProxy
 ) -> None:
     # More requests than connections while the server refuses them: those
     # waiting for a slot must not wait the pool's timeout for a connection
@@ -460,11 +432,7 @@ def test_past_the_pools_capacity_a_failing_server_still_fails_fast(
         start.wait()
         results.append(attempt(alias))
 
-    threads = [threading.Thread(target=request) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    assert run_threads([request] * 12, timeout=30) == []
     slowest = max(seconds for _, seconds, _ in results)
     figures(
         "12 requests, pool 2+1, server refusing",
@@ -478,7 +446,7 @@ def test_past_the_pools_capacity_a_failing_server_still_fails_fast(
 
 
 def test_djangos_check_after_an_error_is_bounded_by_ping_timeout(
-    pool_alias: Any, proxy: TcpProxy
+    pool_alias: PoolAliasFactory, proxy: TcpProxy
 ) -> None:
     # At the end of a request with an error, Django asks is_usable(): on a
     # stalled network that round trip must be cut like the pool's own.
@@ -511,7 +479,7 @@ def test_djangos_check_after_an_error_is_bounded_by_ping_timeout(
 
 
 def test_pool_errors_survive_a_pickle_round_trip(
-    pool_alias: Any, proxy: TcpProxy
+    pool_alias: PoolAliasFactory, proxy: TcpProxy
 ) -> None:
     # Celery result backends and multiprocessing pickle exceptions.
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
@@ -530,11 +498,7 @@ def test_pool_errors_survive_a_pickle_round_trip(
         start.wait()
         errors.append(attempt(failing)[2])
 
-    threads = [threading.Thread(target=request) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    assert run_threads([request] * 4, timeout=10) == []
     unavailable = next(error for error in errors if failed_fast(error))
     for error, base in [
         (exhausted, django_sapool.PoolTimeout),

@@ -27,19 +27,24 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import _registry
-from tests.forking import c_fork, in_child, python_fork, settle
-from tests.server import VENDOR, Observer, backend_id, backend_id_sql
+from tests.support.forking import c_fork, in_child, python_fork, settle
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import VENDOR, Observer, backend_id, backend_id_sql
+from tests.support.waiting import run_threads
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
 
-# direct_server: tells the child's connections from the parent's by server
-# session, and waits for the child's to end; PgBouncer reuses and keeps them.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "tells the child's connections from the parent's by server session, and"
+        " waits for the child's to end; PgBouncer reuses and keeps them"
+    )
+)
 @pytest.mark.parametrize("fork", [python_fork, c_fork], ids=["os.fork", "C fork"])
 @pytest.mark.parametrize("post_fork_dispose", [False, True])
 def test_child_opens_its_own_sessions_and_parent_keeps_its_own(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
     observer: Observer,
     fork: Callable[[], int],
     post_fork_dispose: bool,
@@ -78,11 +83,14 @@ def session_known_to_client(raw: Any) -> int:
     return int(raw.info.backend_pid)
 
 
-# direct_server: tells the child's connections from the parent's by server
-# session and reads what the parent's sessions ran last.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "tells the child's connections from the parent's by server session and "
+        "reads what the parent's sessions ran last"
+    )
+)
 def test_threads_racing_to_check_out_after_a_c_fork_never_get_the_parents_sessions(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     """uWSGI forks from C, so only a pid comparison notices the fork, and the
     child's threads may all make their first checkout at once. None may get
@@ -121,11 +129,7 @@ def test_threads_racing_to_check_out_after_a_c_fork_never_get_the_parents_sessio
             finally:
                 wrapper.close()
 
-        workers = [threading.Thread(target=first_checkout) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(30)
+        run_threads([first_checkout] * threads, timeout=30)  # errors: kept above
         registered = [
             id(pool) for pool in _registry.pools() if pool.alias == alias.name
         ]
@@ -161,9 +165,12 @@ def test_threads_racing_to_check_out_after_a_c_fork_never_get_the_parents_sessio
         wrapper.close()
 
 
-# session_bound: expects the same server sessions to serve after the fork; in
-# transaction mode each transaction may run on another.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "expects the same server sessions to serve after the fork; in "
+        "transaction mode each transaction may run on another"
+    )
+)
 @pytest.mark.parametrize("lend_one", [False, True], ids=["all idle", "one lent"])
 def test_connections_of_threads_that_vanish_in_the_child(lend_one: bool) -> None:
     """Only the forking thread exists in the child; other threads' wrappers,
@@ -268,9 +275,12 @@ def _multiprocessing_child(results: Any) -> None:
     connection.close()
 
 
-# direct_server: tells the children's connections apart by server session;
-# PgBouncer hands an exited child's session to the next child.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "tells the children's connections apart by server session; PgBouncer "
+        "hands an exited child's session to the next child"
+    )
+)
 def test_multiprocessing_fork_children_use_djangos_connection_safely() -> None:
     parent_session = backend_id(connection)  # Django's own connection, held open
     context = multiprocessing.get_context("fork")
@@ -310,8 +320,7 @@ print(before, session())
 """
 
 
-# direct_server: compares server session ids.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="compares server session ids")
 def test_a_child_that_exits_normally_leaves_the_parents_session() -> None:
     """Interpreter shutdown in a child (a gunicorn worker leaving, uWSGI
     reloading) must not free inherited connections: mysqlclient would send

@@ -8,17 +8,21 @@ from typing import Any
 import pytest
 from django.db import Error
 
-from tests.server import Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-# session_bound: in transaction mode PgBouncer drops the killed server session
-# and runs the next transaction on another: the client never sees the kill.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "in transaction mode PgBouncer drops the killed server session and runs"
+        " the next transaction on another: the client never sees the kill"
+    )
+)
 @pytest.mark.parametrize("end_of_request", [False, True])
 def test_killed_connection_fails_once_then_is_replaced(
-    pool_alias: Any, observer: Observer, end_of_request: bool
+    pool_alias: PoolAliasFactory, observer: Observer, end_of_request: bool
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, pre_ping=False)
     wrapper = alias.wrapper()
@@ -39,16 +43,22 @@ def test_killed_connection_fails_once_then_is_replaced(
     assert observer.alive([fresh]) == {fresh}
 
 
-# session_bound: in transaction mode the next transaction avoids the killed
-# session anyway (PgBouncer's doing), so this would pass without a ping.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "in transaction mode the next transaction avoids the killed session "
+        "anyway (PgBouncer's doing), so this would pass without a ping"
+    )
+)
 @pytest.mark.parametrize(
     ("pool", "settings"),
     [({"pre_ping": True}, {}), ({}, {"CONN_HEALTH_CHECKS": True})],
     ids=["pre_ping", "CONN_HEALTH_CHECKS"],
 )
 def test_pre_ping_replaces_a_killed_connection_before_use(
-    pool_alias: Any, observer: Observer, pool: dict[str, Any], settings: dict[str, Any]
+    pool_alias: PoolAliasFactory,
+    observer: Observer,
+    pool: dict[str, Any],
+    settings: dict[str, Any],
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, settings=settings, **pool)
     wrapper = alias.wrapper()
@@ -60,10 +70,9 @@ def test_pre_ping_replaces_a_killed_connection_before_use(
     assert observer.alive([fresh]) == {fresh}
 
 
-# session_bound: in transaction mode the client never sees the kill.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(reason="in transaction mode the client never sees the kill")
 def test_connection_killed_while_lent_is_discarded_on_return(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=2, max_overflow=0)
     wrapper = alias.wrapper()
@@ -80,11 +89,14 @@ def test_connection_killed_while_lent_is_discarded_on_return(
     assert dead not in seen
 
 
-# direct_server: expects a new server session after recycling and the old one
-# to end; PgBouncer hands the same one back.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "expects a new server session after recycling and the old one to end; "
+        "PgBouncer hands the same one back"
+    )
+)
 def test_recycle_replaces_connections_older_than_its_age(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, recycle=0.5)
     wrapper = alias.wrapper()

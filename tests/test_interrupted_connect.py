@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db import OperationalError
 
-from tests.server import Observer, backend_id
-from tests.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import Observer, backend_id
+from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
@@ -31,7 +31,7 @@ class SoftTimeLimitExceeded(Exception):
 
 
 @pytest.fixture
-def proxy(pool_alias: Any) -> Iterator[TcpProxy]:
+def proxy(pool_alias: PoolAliasFactory) -> Iterator[TcpProxy]:
     settings_dict = pool_alias().settings_dict
     with tcp_proxy(settings_dict["HOST"], int(settings_dict["PORT"])) as running:
         yield running
@@ -53,7 +53,7 @@ def raise_on_alarm() -> Iterator[list[type[BaseException]]]:
 
 @pytest.mark.parametrize("raised", [Interrupted, SoftTimeLimitExceeded])
 def test_a_signal_during_the_probes_blocking_connect_does_not_wedge_the_gate(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
     proxy: TcpProxy,
     observer: Observer,
     raise_on_alarm: list[type[BaseException]],

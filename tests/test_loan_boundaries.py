@@ -17,6 +17,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +28,9 @@ import django_sapool
 from django_sapool import _registry, stats
 from django_sapool._reaper import reaper
 from django_sapool._watchdog import watchdog
-from tests.server import Observer, backend_id, stock_settings
-from tests.tcp_proxy import tcp_proxy
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.server import Observer, backend_id, stock_settings
+from tests.support.tcp_proxy import tcp_proxy
 from tests.test_faults import driver_params
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ENGINES = ["stock", "pooled"]
 
 
-def make_wrapper(engine: str, alias: Any) -> Any:
+def make_wrapper(engine: str, alias: PoolAlias) -> Any:
     """A DatabaseWrapper on the stock backend, or on the pooled ``alias``."""
     if engine == "pooled":
         return alias.wrapper()
@@ -53,7 +55,7 @@ def rows_named(observer: Observer, name: str) -> int:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_cursor_kept_after_close_cannot_write_into_the_next_borrowers_transaction(
-    engine: str, pool_alias: Any, observer: Observer
+    engine: str, pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0)
     first = make_wrapper(engine, alias)
@@ -75,7 +77,7 @@ def test_a_cursor_kept_after_close_cannot_write_into_the_next_borrowers_transact
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_cursor_kept_by_another_thread_fails_after_close(
-    engine: str, pool_alias: Any, observer: Observer
+    engine: str, pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # Request B runs in another thread while A's cursor is used again.
     alias = pool_alias(pool_size=1, max_overflow=0)
@@ -108,14 +110,17 @@ def test_a_cursor_kept_by_another_thread_fails_after_close(
     assert rows_named(observer, "by-a") == 0
 
 
-# direct_server: a WITH HOLD cursor is the server session's; PgBouncer's own
-# reset (DISCARD ALL) or transaction mode would end it for either engine.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "a WITH HOLD cursor is the server session's; PgBouncer's own reset "
+        "(DISCARD ALL) or transaction mode would end it for either engine"
+    )
+)
 @pytest.mark.postgresql
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("reset", ["rollback", "commit", None])
 def test_a_server_side_cursor_left_open_does_not_reach_the_next_borrower(
-    engine: str, reset: str | None, pool_alias: Any, observer: Observer
+    engine: str, reset: str | None, pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # QuerySet.iterator() on PostgreSQL: a named WITH HOLD cursor (autocommit),
     # named after the thread; a new wrapper in the same thread reuses the name.
@@ -141,12 +146,14 @@ def test_a_server_side_cursor_left_open_does_not_reach_the_next_borrower(
     second.close()
 
 
-# direct_server: compares server session ids.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="compares server session ids")
 @pytest.mark.postgresql
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
-    engine: str, pool_alias: Any, observer: Observer, caplog: Any
+    engine: str,
+    pool_alias: PoolAliasFactory,
+    observer: Observer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0)
     wrapper = make_wrapper(engine, alias)
@@ -159,7 +166,9 @@ def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
     wrapper.close_if_unusable_or_obsolete()  # the end of the request
     if wrapper.connection is not None:
         wrapper.close()
-    if engine == "stock":  # closed: its session ends, at the server's pace
+    if engine == "stock":
+        # Closed: the server ends the session (and its transaction) shortly
+        # after; until then it may still show it idle in a transaction.
         observer.wait_gone([session])
         return
     assert observer.idle_in_transaction([session]) == set()
@@ -169,10 +178,9 @@ def test_an_aborted_transaction_is_rolled_back_and_the_connection_kept(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-# direct_server: waits for the server session itself to end.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="waits for the server session itself to end")
 def test_a_connection_collected_after_dispose_is_closed(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # dispose() promises that lent connections are closed when they come
     # back; that includes one the garbage collector brings back.
@@ -202,7 +210,7 @@ def test_a_connection_collected_after_dispose_is_closed(
 
 
 def test_prewarm_never_waits_for_a_connection_held_elsewhere(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     # The pool's first checkout comes while other requests hold every other
     # slot (requests racing at start-up): warming must not wait for them.
@@ -223,7 +231,7 @@ def test_prewarm_never_waits_for_a_connection_held_elsewhere(
 
 
 def test_prewarm_opens_idle_connections_at_the_first_checkout(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=3, prewarm=3)
     wrapper = alias.wrapper()
@@ -235,7 +243,7 @@ def test_prewarm_opens_idle_connections_at_the_first_checkout(
 
 @pytest.mark.postgresql  # libpq's own settings
 def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
-    pool_alias: Any, monkeypatch: pytest.MonkeyPatch
+    pool_alias: PoolAliasFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
     stock = make_wrapper("stock", pool_alias()).get_connection_params()
@@ -246,7 +254,7 @@ def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
 
 @pytest.mark.postgresql  # libpq's own settings
 def test_a_service_file_connect_timeout_is_left_in_charge(
-    pool_alias: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    pool_alias: PoolAliasFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     service_file = tmp_path / "pg_service.conf"
     service_file.write_text("[slow]\nconnect_timeout=4\n\n[plain]\nport=5432\n")
@@ -257,10 +265,9 @@ def test_a_service_file_connect_timeout_is_left_in_charge(
     assert driver_params(plain)["connect_timeout"] == 10
 
 
-# direct_server: waits for the server session itself to end.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="waits for the server session itself to end")
 def test_a_collected_borrowers_connection_is_closed_off_the_collecting_thread(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # The collector may run in a thread that holds one of our locks (or runs
     # an event loop): returning a dead borrower's connection there must send
@@ -297,7 +304,7 @@ def test_a_collected_borrowers_connection_is_closed_off_the_collecting_thread(
     assert backend_id(alias.wrapper()) != sessions[0]
 
 
-def pool_stats(alias: Any) -> Any:
+def pool_stats(alias: PoolAlias) -> Any:
     return stats.stats_for(alias.name)
 
 
@@ -322,7 +329,7 @@ def alarm() -> Iterator[Callable[[float], None]]:
 
 
 def test_a_signal_during_the_check_at_close_still_gives_the_connection_back(
-    pool_alias: Any, alarm: Callable[[float], None]
+    pool_alias: PoolAliasFactory, alarm: Callable[[float], None]
 ) -> None:
     # After an error, close() asks whether the connection still works; a
     # Celery soft time limit firing meanwhile must not strand the loan.
@@ -345,10 +352,10 @@ def test_a_signal_during_the_check_at_close_still_gives_the_connection_back(
         wrapper.close()
 
 
-@pytest.mark.direct_server  # waits for the server session to end
+@pytest.mark.direct_server(reason="waits for the server session to end")
 @pytest.mark.psycopg3
 def test_an_exception_from_a_signal_handler_during_the_reset_reaches_the_caller(
-    pool_alias: Any, observer: Observer, alarm: Callable[[float], None]
+    pool_alias: PoolAliasFactory, observer: Observer, alarm: Callable[[float], None]
 ) -> None:
     with tcp_proxy("127.0.0.1", int(pool_alias().settings_dict["PORT"])) as proxy:
         alias = pool_alias(
@@ -381,7 +388,7 @@ def registered(wrapper: Any) -> Iterator[Any]:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_close_inside_atomic_never_commits_the_blocks_work(
-    engine: str, pool_alias: Any, observer: Observer
+    engine: str, pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # Even with reset_on_return="commit": atomic() promises all or nothing.
     alias = pool_alias(pool_size=1, reset_on_return="commit")
@@ -409,16 +416,18 @@ def raised_after_close_in_atomic(wrapper: Any) -> type[BaseException]:
 
 
 def test_a_query_after_close_inside_atomic_raises_what_stock_raises(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     alias = pool_alias(pool_size=1)
     stock = raised_after_close_in_atomic(make_wrapper("stock", alias))
     assert raised_after_close_in_atomic(make_wrapper("pooled", alias)) is stock
 
 
-@pytest.mark.direct_server  # counts the server sessions of ours
+@pytest.mark.direct_server(reason="counts the server sessions of ours")
 @pytest.mark.postgresql  # trust authentication here: any password logs in
-def test_a_rotated_password_keeps_one_pool(pool_alias: Any, observer: Observer) -> None:
+def test_a_rotated_password_keeps_one_pool(
+    pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
     alias = pool_alias(pool_size=2, max_overflow=0)
     sessions: set[int] = set()
     for rotation in range(5):
@@ -434,7 +443,7 @@ def test_a_rotated_password_keeps_one_pool(pool_alias: Any, observer: Observer) 
 @pytest.mark.mysql
 @pytest.mark.parametrize("reset", ["rollback", "commit", None])
 def test_a_statement_interrupted_by_a_signal_leaves_nothing_for_the_next_borrower(
-    reset: str | None, pool_alias: Any, alarm: Callable[[float], None]
+    reset: str | None, pool_alias: PoolAliasFactory, alarm: Callable[[float], None]
 ) -> None:
     # The handler's exception surfaces after the query was sent, before its
     # result was read: the next command on that connection would fail with
@@ -454,7 +463,7 @@ def test_a_statement_interrupted_by_a_signal_leaves_nothing_for_the_next_borrowe
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_failed_connect_shows_the_drivers_error_near_the_top(
-    engine: str, pool_alias: Any, request: pytest.FixtureRequest
+    engine: str, pool_alias: PoolAliasFactory, request: pytest.FixtureRequest
 ) -> None:
     # Someone debugging a wrong password or host reads the traceback: the
     # pool's machinery must not bury the driver's error.

@@ -1,6 +1,6 @@
 """Behind PgBouncer in transaction mode: what the server sees, and what must change.
 
-Each test starts a private PgBouncer (tests/pgbouncer.py) in front of the test
+Each test starts a private PgBouncer (tests/support/pgbouncer.py) in front of the test
 server and points a pooled alias at it; the observer talks to the server
 itself. In transaction mode PgBouncer lends a server connection for one
 transaction at a time and, when several are idle, hands out the one released
@@ -16,17 +16,26 @@ import contextlib
 import gc
 import os
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import DatabaseError, connections, transaction
 from django.db.utils import load_backend
 
-from tests.pgbouncer import PgBouncer, find_pgbouncer, running_pgbouncer
-from tests.server import STOCK_ENGINE, Observer, backend_id, stock_settings
+from tests.support.pgbouncer import PgBouncer, find_pgbouncer, running_pgbouncer
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.server import (
+    STOCK_ENGINE,
+    Observer,
+    Peak,
+    backend_id,
+    query_one,
+    query_value,
+    stock_settings,
+)
+from tests.support.waiting import threads_running, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
@@ -44,7 +53,7 @@ def bouncer() -> Iterator[PgBouncer]:
 
 
 @pytest.fixture
-def behind(bouncer: PgBouncer, pool_alias: Any) -> Callable[..., Any]:
+def behind(bouncer: PgBouncer, pool_alias: PoolAliasFactory) -> PoolAliasFactory:
     """``behind(settings=..., options=..., **pool)``: a pooled alias via PgBouncer."""
 
     def make(
@@ -52,7 +61,7 @@ def behind(bouncer: PgBouncer, pool_alias: Any) -> Callable[..., Any]:
         settings: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
         **pool: Any,
-    ) -> Any:
+    ) -> PoolAlias:
         address = {"HOST": bouncer.host, "PORT": bouncer.port}
         return pool_alias(
             settings={**address, **(settings or {})},
@@ -61,12 +70,6 @@ def behind(bouncer: PgBouncer, pool_alias: Any) -> Callable[..., Any]:
         )
 
     return make
-
-
-def one(wrapper: Any, sql: str, params: list[Any] | None = None) -> Any:
-    with wrapper.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
 
 
 @contextlib.contextmanager
@@ -95,24 +98,13 @@ def server_backends(observer: Observer, bouncer: PgBouncer) -> list[tuple[Any, .
     )
 
 
-def eventually(read: Callable[[], int], expected: int, wait: float = 5) -> int:
-    """``read()`` once it returns ``expected`` (PgBouncer notices a client's
-    disconnect a moment after it), or its last value after ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    value = read()
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.02)
-        value = read()
-    return value
-
-
 def clients(bouncer: PgBouncer, database: str) -> int:
     """Client connections PgBouncer has to ``database`` (the console excluded)."""
     return sum(1 for row in bouncer.show("CLIENTS") if row["database"] == database)
 
 
 def test_many_client_connections_share_default_pool_size_server_sessions(
-    behind: Callable[..., Any], bouncer: PgBouncer, observer: Observer
+    behind: PoolAliasFactory, bouncer: PgBouncer, observer: Observer
 ) -> None:
     # 8 threads, each a Django connection from a pool of 2 + 6 overflow: 8
     # client connections to PgBouncer, at most SERVER_POOL server sessions.
@@ -122,11 +114,8 @@ def test_many_client_connections_share_default_pool_size_server_sessions(
     all_connected = threading.Barrier(threads + 1)
     counted = threading.Barrier(threads + 1)
     seen: set[int] = set()
-    errors: list[BaseException] = []
-    most_servers = 0
-    done = threading.Event()
 
-    def count_servers() -> int:
+    def count_servers(observer: Observer = observer) -> int:
         return int(
             observer.value(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
@@ -143,57 +132,31 @@ def test_many_client_connections_share_default_pool_size_server_sessions(
             for _ in range(25):
                 seen.add(backend_id(wrapper))
                 wrapper.close()
-        except BaseException as exc:
-            errors.append(exc)
-            raise
         finally:
             wrapper.close()
 
-    def watch() -> None:
-        nonlocal most_servers
-        watcher = Observer()
-        try:
-            while not done.is_set():
-                most_servers = max(
-                    most_servers,
-                    int(
-                        watcher.value(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE application_name = %s",
-                            [APP],
-                        )
-                    ),
-                )
-                time.sleep(0.005)
-        finally:
-            watcher.close()
-
-    workers = [threading.Thread(target=request_cycles) for _ in range(threads)]
-    watcher = threading.Thread(target=watch)
-    for thread in [*workers, watcher]:
-        thread.start()
-    try:
+    servers = Peak()
+    with (
+        servers.watching(count_servers),
+        threads_running([request_cycles] * threads) as errors,
+    ):
         all_connected.wait(30)
         clients_at_once = clients(bouncer, database)
         servers_then = count_servers()
         counted.wait(30)
-    finally:
-        for thread in workers:
-            thread.join()
-        done.set()
-        watcher.join()
     assert errors == []
     assert clients_at_once == threads, "every thread holds a client connection"
     assert servers_then <= SERVER_POOL
     assert 1 <= len(seen) <= SERVER_POOL, seen
     assert seen <= bouncer.server_pids(), "PgBouncer keeps its server sessions"
-    assert 1 <= most_servers <= SERVER_POOL, "counted on the server itself"
-    # Our pool kept pool_size client connections and closed the overflow.
-    assert eventually(lambda: clients(bouncer, database), 2) == 2
+    assert 1 <= servers.most <= SERVER_POOL, "counted on the server itself"
+    # Our pool kept pool_size client connections and closed the overflow
+    # (PgBouncer notices a client's disconnect a moment after it).
+    wait_until(lambda: clients(bouncer, database) == 2, "2 client connections left")
 
 
 def test_rollback_on_return_frees_the_server_session(
-    behind: Callable[..., Any], bouncer: PgBouncer, observer: Observer
+    behind: PoolAliasFactory, bouncer: PgBouncer, observer: Observer
 ) -> None:
     alias = behind(pool_size=1, max_overflow=0)  # reset_on_return="rollback"
     wrapper = alias.wrapper()
@@ -218,7 +181,7 @@ def test_rollback_on_return_frees_the_server_session(
     ids=["server-side cursor", "DISABLE_SERVER_SIDE_CURSORS", "in atomic()"],
 )
 def test_iterator_needs_disable_server_side_cursors_or_atomic(
-    behind: Callable[..., Any],
+    behind: PoolAliasFactory,
     bouncer: PgBouncer,
     disable_server_side_cursors: bool,
     in_atomic: bool,
@@ -242,7 +205,7 @@ def test_iterator_needs_disable_server_side_cursors_or_atomic(
             with another_client(bouncer) as other:
                 # Takes the server session our cursor is in, unless our open
                 # transaction holds it (atomic).
-                one(other, "SELECT 1")
+                query_one(other, "SELECT 1")
                 if not breaks:
                     names += [item.name for item in rows]
                     assert names == [f"item {n}" for n in range(6)]
@@ -277,7 +240,7 @@ def test_iterator_needs_disable_server_side_cursors_or_atomic(
     ids=["default", "threshold", "server-binding", "server-binding+threshold"],
 )
 def test_psycopg3_prepared_statements(
-    behind: Callable[..., Any],
+    behind: PoolAliasFactory,
     bouncer: PgBouncer,
     options: dict[str, Any],
     breaks: bool,
@@ -285,19 +248,19 @@ def test_psycopg3_prepared_statements(
     wrapper = behind(pool_size=1, max_overflow=0, options=options).wrapper()
     query = "SELECT %s::int + 1, pg_backend_pid()"
     for value in range(8):  # psycopg prepares after prepare_threshold runs
-        last_server = one(wrapper, query, [value])[1]
+        last_server = query_one(wrapper, query, [value])[1]
     with another_client(bouncer) as other:
-        assert one(other, "SELECT pg_backend_pid()")[0] == last_server
+        assert query_value(other, "SELECT pg_backend_pid()") == last_server
         if breaks:
             with pytest.raises(DatabaseError, match=r'statement "_pg3_\d+" does not'):
-                one(wrapper, query, [41])
+                query_one(wrapper, query, [41])
         else:
-            assert one(wrapper, query, [41])[0] == 42
+            assert query_value(wrapper, query, [41]) == 42
     wrapper.close()
 
 
 def test_session_state_stays_on_the_server_session_not_the_client(
-    behind: Callable[..., Any], bouncer: PgBouncer, observer: Observer
+    behind: PoolAliasFactory, bouncer: PgBouncer, observer: Observer
 ) -> None:
     observer.rows(
         "DO $$ BEGIN CREATE ROLE sapool_pgbouncer_role NOLOGIN; "
@@ -314,10 +277,10 @@ def test_session_state_stays_on_the_server_session_not_the_client(
     wrapper = alias.wrapper()
     with wrapper.cursor() as cursor:
         cursor.execute("SET statement_timeout = '123s'")
-    first_server = one(wrapper, "SELECT pg_backend_pid()")[0]
+    first_server = query_value(wrapper, "SELECT pg_backend_pid()")
     with another_client(bouncer) as other:
         # Another client now runs in that session: as our role, with our SET.
-        server, user, timeout, zone = one(
+        server, user, timeout, zone = query_one(
             other,
             "SELECT pg_backend_pid(), current_user, "
             "current_setting('statement_timeout'), current_setting('TimeZone')",
@@ -326,7 +289,7 @@ def test_session_state_stays_on_the_server_session_not_the_client(
         assert (user, timeout) == ("sapool_pgbouncer_role", "123s"), "leaked"
         assert zone != "Asia/Tokyo", "PgBouncer restores each client's TimeZone"
         # Our next transaction runs elsewhere: without them.
-        server, user, timeout, zone = one(
+        server, user, timeout, zone = query_one(
             wrapper,
             "SELECT pg_backend_pid(), current_user, "
             "current_setting('statement_timeout'), current_setting('TimeZone')",
@@ -338,15 +301,15 @@ def test_session_state_stays_on_the_server_session_not_the_client(
 
 
 def test_discard_resets_some_other_server_session(
-    behind: Callable[..., Any], bouncer: PgBouncer, observer: Observer
+    behind: PoolAliasFactory, bouncer: PgBouncer, observer: Observer
 ) -> None:
     alias = behind(pool_size=1, max_overflow=0, reset_on_return="discard")
     wrapper = alias.wrapper()
     with wrapper.cursor() as cursor:
         cursor.execute("SET statement_timeout = '123s'")
-    dirty = one(wrapper, "SELECT pg_backend_pid()")[0]
+    dirty = query_value(wrapper, "SELECT pg_backend_pid()")
     with another_client(bouncer) as other:
-        assert one(other, "SELECT pg_backend_pid()")[0] == dirty
+        assert query_value(other, "SELECT pg_backend_pid()") == dirty
         wrapper.close()  # DISCARD ALL: in whichever session PgBouncer lends now
         discarded = {
             pid
@@ -356,4 +319,4 @@ def test_discard_resets_some_other_server_session(
         assert discarded, "the pool sent DISCARD ALL"
         assert dirty not in discarded
         # The session our borrower dirtied is untouched, and serves others.
-        assert one(other, "SHOW statement_timeout")[0] == "123s"
+        assert query_value(other, "SHOW statement_timeout") == "123s"

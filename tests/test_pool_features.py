@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 import django_sapool
-from tests.server import VENDOR, Observer, backend_id
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.server import (
+    VENDOR,
+    Observer,
+    backend_id,
+    query_value,
+    server_login,
+)
+from tests.support.waiting import run_threads, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,10 +38,11 @@ def leak_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-# direct_server: the leaked connection is looked up by its server session.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=("the leaked connection is looked up by its server session")
+)
 def test_a_connection_out_too_long_is_reported_with_its_stack(
-    pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory, observer: Observer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="django_sapool")
     alias = pool_alias(pool_size=2, leak_timeout=0.3)
@@ -42,10 +51,7 @@ def test_a_connection_out_too_long_is_reported_with_its_stack(
     quick.close()  # back well within the limit: never reported
     holder = alias.wrapper()
     session = keep_the_connection_forever(holder)
-    deadline = time.monotonic() + 5
-    while not leak_warnings(caplog):
-        assert time.monotonic() < deadline, "no leak warning within 5 s"
-        time.sleep(0.05)
+    wait_until(lambda: leak_warnings(caplog), "a leak warning", interval=0.05)
     time.sleep(0.5)  # the watcher keeps looking: still one warning, not one a look
     (warning,) = leak_warnings(caplog)
     assert repr(alias.name) in warning
@@ -61,7 +67,7 @@ def test_a_connection_out_too_long_is_reported_with_its_stack(
 
 
 def test_no_warning_without_leak_timeout(
-    pool_alias: Any, caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="django_sapool")
     holder = pool_alias(pool_size=1).wrapper()
@@ -71,7 +77,7 @@ def test_no_warning_without_leak_timeout(
     assert leak_warnings(caplog) == []
 
 
-def replacement_times(alias: Any, count: int, seconds: float) -> list[float]:
+def replacement_times(alias: PoolAlias, count: int, seconds: float) -> list[float]:
     """Open ``count`` connections at once; when was each replaced (recycled)?
 
     Each round checks out all of them together, so each is checked for age
@@ -95,9 +101,8 @@ def replacement_times(alias: Any, count: int, seconds: float) -> list[float]:
     return sorted(replaced.values())
 
 
-# direct_server: tells connections apart by server session.
-@pytest.mark.direct_server
-def test_recycle_jitter_spreads_replacements(pool_alias: Any) -> None:
+@pytest.mark.direct_server(reason="tells connections apart by server session")
+def test_recycle_jitter_spreads_replacements(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=6, recycle=2, recycle_jitter=0.75)
     times = replacement_times(alias, 6, seconds=5)
     # Ages shortened by 0 to 1.5 s at random: replaced from 0.5 s to 2 s.
@@ -106,10 +111,9 @@ def test_recycle_jitter_spreads_replacements(pool_alias: Any) -> None:
     assert times[-1] - times[0] >= 0.2, f"all replaced together: {times}"
 
 
-# direct_server: tells connections apart by server session.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="tells connections apart by server session")
 def test_without_jitter_connections_opened_together_go_together(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     alias = pool_alias(pool_size=6, recycle=1, recycle_jitter=0)
     times = replacement_times(alias, 6, seconds=4)
@@ -117,10 +121,9 @@ def test_without_jitter_connections_opened_together_go_together(
     assert times[0] >= 0.9, times
 
 
-# direct_server: counts our sessions on the server.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="counts our sessions on the server")
 def test_prewarm_opens_connections_at_first_checkout(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     before = observer.sessions_on_database()
     alias = pool_alias(pool_size=4, prewarm=3)
@@ -159,32 +162,18 @@ OTHER_PASSWORD = "other-Pa55"
 @pytest.fixture
 def other_user(observer: Observer) -> Iterator[dict[str, str]]:
     """A second login on the same server and database."""
-    database = observer.wrapper.settings_dict["NAME"]
-    if VENDOR == "postgresql":
-        observer.rows(
-            f"DO $$ BEGIN CREATE ROLE {OTHER_USER} LOGIN; "
-            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        )
-        observer.rows(f"ALTER ROLE {OTHER_USER} PASSWORD '{OTHER_PASSWORD}'")
-        observer.rows(f'GRANT ALL ON DATABASE "{database}" TO {OTHER_USER}')
-        yield {"USER": OTHER_USER, "PASSWORD": OTHER_PASSWORD}
-        observer.rows(f'REVOKE ALL ON DATABASE "{database}" FROM {OTHER_USER}')
-    else:
-        host = observer.wrapper.settings_dict["HOST"] or "localhost"
-        account = f"'{OTHER_USER}'@'{host}'"
-        observer.rows(
-            f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{OTHER_PASSWORD}'"
-        )
-        observer.rows(f"GRANT ALL ON `{database}`.* TO {account}")
-        yield {"USER": OTHER_USER, "PASSWORD": OTHER_PASSWORD}
-        observer.rows(f"DROP USER {account}")
+    with server_login(observer, OTHER_USER, OTHER_PASSWORD, drop=False) as login:
+        yield login
 
 
-# direct_server: the login user is the server's; the test PgBouncer logs in
-# as one user whoever the client says it is.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "the login user is the server's; the test PgBouncer logs in as one user"
+        " whoever the client says it is"
+    )
+)
 def test_aliases_with_different_users_never_share_a_connection(
-    pool_alias: Any, other_user: dict[str, str]
+    pool_alias: PoolAliasFactory, other_user: dict[str, str]
 ) -> None:
     default_user = pool_alias(pool_size=2, max_overflow=2)
     second_user = pool_alias(pool_size=2, max_overflow=2, settings=other_user)
@@ -199,31 +188,20 @@ def test_aliases_with_different_users_never_share_a_connection(
     )
     seen: dict[str, set[int]] = {name: set() for name in expected}
     wrong: list[tuple[str, str]] = []
-    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def requests() -> None:
-        try:
-            wrappers = [default_user.wrapper(), second_user.wrapper()]
-            for _ in range(40):
-                for wrapper in wrappers:
-                    with wrapper.cursor() as cursor:
-                        cursor.execute(current_user)
-                        user = cursor.fetchone()[0]
-                    session = backend_id(wrapper)
-                    wrapper.close()
-                    with lock:
-                        seen[wrapper.alias].add(session)
-                        if user != expected[wrapper.alias]:
-                            wrong.append((wrapper.alias, user))
-        except BaseException as exc:
-            errors.append(exc)
+        wrappers = [default_user.wrapper(), second_user.wrapper()]
+        for _ in range(40):
+            for wrapper in wrappers:
+                user = query_value(wrapper, current_user)
+                session = backend_id(wrapper)
+                wrapper.close()
+                with lock:
+                    seen[wrapper.alias].add(session)
+                    if user != expected[wrapper.alias]:
+                        wrong.append((wrapper.alias, user))
 
-    threads = [threading.Thread(target=requests) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_threads([requests] * 8) == []
     assert wrong == []
     assert seen[default_user.name].isdisjoint(seen[second_user.name])

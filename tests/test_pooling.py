@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any, cast
 from wsgiref.util import setup_testing_defaults
@@ -14,51 +13,25 @@ from django.db import OperationalError, connection
 
 import django_sapool
 from django_sapool import _registry
-from tests.server import VENDOR, Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import VENDOR, Observer, Peak, backend_id
+from tests.support.waiting import run_threads, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run_threads(count: int, target: Any) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def guarded() -> None:
-        try:
-            target()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
-
-
-# direct_server: counts the server sessions our pool keeps open; PgBouncer
-# keeps its own (tests/test_pgbouncer.py asserts what holds behind it).
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=(
+        "counts the server sessions our pool keeps open; PgBouncer keeps its "
+        "own (tests/test_pgbouncer.py asserts what holds behind it)"
+    )
+)
 def test_threads_share_a_bounded_set_of_server_sessions(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=3, max_overflow=2, timeout=30)
     baseline = observer.sessions_on_database() | {observer.own_id}
     seen: set[int] = set()
-    most_at_once = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal most_at_once
-        watcher = Observer()
-        try:
-            while not done.is_set():
-                most_at_once = max(
-                    most_at_once, len(watcher.sessions_on_database() - baseline)
-                )
-                time.sleep(0.005)
-        finally:
-            watcher.close()
 
     def request_cycles() -> None:
         wrapper = alias.wrapper()
@@ -66,26 +39,25 @@ def test_threads_share_a_bounded_set_of_server_sessions(
             seen.add(backend_id(wrapper))
             wrapper.close()
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        assert run_threads(8, request_cycles) == []
-    finally:
-        done.set()
-        watcher.join()
+    peak = Peak()
+    with peak.watching(lambda watcher: len(watcher.sessions_on_database() - baseline)):
+        assert run_threads([request_cycles] * 8) == []
     assert 1 <= len(seen) <= 5, seen
-    assert most_at_once <= 5
-    # pool_size sessions stay open for reuse; overflow ones closed on return.
-    deadline = time.monotonic() + 5  # closed overflow ones end soon after
-    while len(observer.alive(seen)) != 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(observer.alive(seen)) == 3
+    assert peak.most <= 5
+    # pool_size sessions stay open for reuse; overflow ones closed on return
+    # (the server ends those soon after).
+    wait_until(lambda: len(observer.alive(seen)) == 3, "overflow sessions end")
 
 
-# session_bound: in transaction mode one connection's transactions may each
-# run in another server session.
-@pytest.mark.session_bound
-def test_reuse_in_one_thread_keeps_one_server_session(pool_alias: Any) -> None:
+@pytest.mark.session_bound(
+    reason=(
+        "in transaction mode one connection's transactions may each run in "
+        "another server session"
+    )
+)
+def test_reuse_in_one_thread_keeps_one_server_session(
+    pool_alias: PoolAliasFactory,
+) -> None:
     wrapper = pool_alias(pool_size=2).wrapper()
     ids = set()
     for _ in range(50):
@@ -94,11 +66,14 @@ def test_reuse_in_one_thread_keeps_one_server_session(pool_alias: Any) -> None:
     assert len(ids) == 1
 
 
-# session_bound: expects three held connections on three server sessions; in
-# transaction mode idle connections hold none.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "expects three held connections on three server sessions; in "
+        "transaction mode idle connections hold none"
+    )
+)
 def test_exhausted_pool_raises_pool_timeout_then_recovers(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=2, max_overflow=1, timeout=0.5)
     holders = [alias.wrapper() for _ in range(3)]
@@ -128,10 +103,13 @@ def test_exhausted_pool_raises_pool_timeout_then_recovers(
     assert backend_id(waiting) in held, "a returned connection is reused"
 
 
-# direct_server: compares the driver's backend pid with the server's; PgBouncer
-# gives the client a key of its own.
-@pytest.mark.direct_server
-def test_django_gets_the_raw_driver_connection(pool_alias: Any) -> None:
+@pytest.mark.direct_server(
+    reason=(
+        "compares the driver's backend pid with the server's; PgBouncer gives "
+        "the client a key of its own"
+    )
+)
+def test_django_gets_the_raw_driver_connection(pool_alias: PoolAliasFactory) -> None:
     wrapper = pool_alias().wrapper()
     session = backend_id(wrapper)
     raw = wrapper.connection
@@ -163,8 +141,9 @@ def wsgi_get(path: str) -> Any:
     return json.loads(body)
 
 
-# direct_server: counts server sessions; PgBouncer spreads requests over its own.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(
+    reason=("counts server sessions; PgBouncer spreads requests over its own")
+)
 def test_requests_through_django_reuse_pooled_sessions(observer: Observer) -> None:
     if VENDOR == "mysql":
         connections_before = observer.connections_so_far()
@@ -185,7 +164,7 @@ def test_no_db_alias_is_never_pooled() -> None:
     assert all(pool.alias != "__no_db__" for pool in _registry.pools())
 
 
-def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
+def test_copies_of_an_alias_share_its_pool(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.2)
     first, second = alias.wrapper(), alias.wrapper()
     backend_id(first)
@@ -195,10 +174,9 @@ def test_copies_of_an_alias_share_its_pool(pool_alias: Any) -> None:
     assert backend_id(second)
 
 
-# direct_server: waits for the previous pool's server session to end.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="waits for the previous pool's server session to end")
 def test_a_changed_database_name_disposes_the_previous_pool(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # Settings changed in place (a test runner, a reconfigured alias): the
     # previous pool's idle sessions are closed, not kept for the process's life.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from django_sapool.prometheus import register
-from tests.server import Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,11 +22,14 @@ def sample(text: str, name: str, alias: str) -> float:
     raise AssertionError(f"{name}{labels} not exported:\n{text}")
 
 
-# session_bound: compares open connections with live server sessions; in
-# transaction mode idle connections hold none.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "compares open connections with live server sessions; in transaction "
+        "mode idle connections hold none"
+    )
+)
 def test_scrape_shows_checkouts_and_the_servers_sessions(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=2)
     wrapper = alias.wrapper()

@@ -29,7 +29,8 @@ from django.db import DatabaseError
 from django.db.utils import load_backend
 
 from django_sapool._reaper import reaper
-from tests.server import VENDOR, Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import VENDOR, Observer, backend_id, query_value
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,15 +64,9 @@ else:
     LOCK_HELD = f"SELECT IS_USED_LOCK('sapool_lock_{LOCK_KEY}') IS NOT NULL"
 
 
-def one(wrapper: Any, sql: str) -> Any:
-    with wrapper.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()[0]
-
-
 def temp_table_exists(wrapper: Any) -> bool:
     try:
-        return bool(one(wrapper, TEMP_TABLE_EXISTS))
+        return bool(query_value(wrapper, TEMP_TABLE_EXISTS))
     except DatabaseError:
         return False
 
@@ -95,9 +90,12 @@ def row_committed(observer: Observer) -> bool:
     )
 
 
-# session_bound: what is kept lives in a server session, which in transaction
-# mode serves other clients between our transactions.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "what is kept lives in a server session, which in transaction mode "
+        "serves other clients between our transactions"
+    )
+)
 @pytest.mark.parametrize(
     ("mode", "same_session", "variable_kept", "temp_kept", "lock_kept", "committed"),
     [
@@ -108,7 +106,7 @@ def row_committed(observer: Observer) -> bool:
     ],
 )
 def test_what_the_next_borrower_sees(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
     observer: Observer,
     mode: str | None,
     same_session: bool,
@@ -125,7 +123,7 @@ def test_what_the_next_borrower_sees(
 
     nxt = alias.wrapper()
     assert (backend_id(nxt) == first) is same_session
-    assert one(nxt, READ_VARIABLE) == (
+    assert query_value(nxt, READ_VARIABLE) == (
         VARIABLE_SET if variable_kept else VARIABLE_DEFAULT
     )
     assert temp_table_exists(nxt) is temp_kept
@@ -136,7 +134,7 @@ def test_what_the_next_borrower_sees(
 
 
 def test_a_raw_begin_in_autocommit_is_rolled_back(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # psycopg2's rollback() does nothing in autocommit mode; the pool must notice.
     wrapper = pool_alias(pool_size=1, max_overflow=0).wrapper()
@@ -150,11 +148,14 @@ def test_a_raw_begin_in_autocommit_is_rolled_back(
     assert observer.alive([session]) == {session}, "rolled back, not discarded"
 
 
-# session_bound: tells "kept" by the server session, which in transaction mode
-# may differ between two transactions of one connection.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "tells 'kept' by the server session, which in transaction mode may "
+        "differ between two transactions of one connection"
+    )
+)
 def test_clean_connection_with_no_reset_is_kept(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return=None)
     first = alias.wrapper()
@@ -163,10 +164,14 @@ def test_clean_connection_with_no_reset_is_kept(
     assert backend_id(alias.wrapper()) == session
 
 
-# session_bound: as above ("reset and pooled again").
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "tells 'reset and pooled again' by the server session, which in "
+        "transaction mode may differ between two transactions of one connection"
+    )
+)
 def test_a_vanished_borrowers_transaction_is_rolled_back(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # A thread that ends holding a connection in a transaction: when the
     # garbage collector returns the connection, the transaction must end then

@@ -1,6 +1,6 @@
 """Fault: the database server restarts while 8 threads send requests.
 
-The server is a private one (tests/private_server.py), so the restart harms
+The server is a private one (tests/support/private_server.py), so the restart harms
 no other run. Each request writes two rows in one transaction and commits.
 Afterwards the server is asked what it holds: every acknowledged request's
 two rows, and no request with only one.
@@ -8,6 +8,7 @@ two rows, and no request with only one.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -21,11 +22,17 @@ from django.db import Error as DatabaseError
 import django_sapool
 from tests import settings as test_settings
 from tests.conftest import IN_CI
-from tests.private_server import PrivateServer, start_private_server
-from tests.server import Observer
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.private_server import PrivateServer, start_private_server
+from tests.support.server import Observer
+from tests.support.waiting import threads_running
 
-# direct_server: the private server is reached directly, never through PgBouncer.
-pytestmark = [pytest.mark.faults, pytest.mark.direct_server]
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.direct_server(
+        reason="the private server is reached directly, never through PgBouncer"
+    ),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +76,7 @@ class Outcome:
 
 
 def restart_under_load(
-    pool_alias: Any, server: PrivateServer, *, pre_ping: bool, pause: bool
+    pool_alias: PoolAliasFactory, server: PrivateServer, *, pre_ping: bool, pause: bool
 ) -> tuple[list[Outcome], float, dict[str, int]]:
     """Run the load across a restart: outcomes, when the server was back, stats.
 
@@ -112,23 +119,22 @@ def restart_under_load(
             outcomes.append(Outcome(ok, started, time.monotonic(), request))
             time.sleep(0.002)
 
-    threads = [threading.Thread(target=requests, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
-    if pause:
-        running.clear()
-        time.sleep(0.1)  # requests under way end
-    stale = django_sapool.get_stats(alias.name)["connections_open"]
-    server.stop()
-    time.sleep(0.5)  # down: requests meanwhile fail, quickly
-    server.start()  # returns once the server accepts connections
-    back = time.monotonic()
-    running.set()
-    time.sleep(1.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with threads_running(functools.partial(requests, n) for n in range(8)):
+        try:
+            time.sleep(0.5)
+            if pause:
+                running.clear()
+                time.sleep(0.1)  # requests under way end
+            stale = django_sapool.get_stats(alias.name)["connections_open"]
+            server.stop()
+            time.sleep(0.5)  # down: requests meanwhile fail, quickly
+            server.start()  # returns once the server accepts connections
+            back = time.monotonic()
+            running.set()
+            time.sleep(1.0)
+        finally:
+            running.set()
+            stop.set()
     assert not crashes
     return outcomes, back, {**django_sapool.get_stats(alias.name), "stale": stale}
 
@@ -136,7 +142,7 @@ def restart_under_load(
 @pytest.mark.parametrize("pause", [False, True], ids=["steady load", "paused load"])
 @pytest.mark.parametrize("pre_ping", [False, True], ids=["no pre_ping", "pre_ping"])
 def test_server_restart_under_load(
-    pool_alias: Any, server: PrivateServer, pre_ping: bool, pause: bool
+    pool_alias: PoolAliasFactory, server: PrivateServer, pre_ping: bool, pause: bool
 ) -> None:
     outcomes, back, stats = restart_under_load(
         pool_alias, server, pre_ping=pre_ping, pause=pause

@@ -11,14 +11,15 @@ session out of any transaction and the row free for another session to lock.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.db import DatabaseError, connections, transaction
 
-from tests.server import VENDOR, Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import VENDOR, Observer, backend_id
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,40 +112,41 @@ def lock_error(observer: Observer, row_id: int) -> str | None:
     return None
 
 
-def in_transaction(observer: Observer, session: int, *, closing: bool) -> bool:
-    """Whether the server session sits idle in a transaction.
+def no_transaction(observer: Observer, session: int, *, closing: bool) -> None:
+    """The server session does not sit idle in a transaction.
 
     ``closing``: the pool closed the connection; the server ends the session
     (and its transaction) shortly after, so allow it a few seconds.
     """
-    deadline = time.monotonic() + (5.0 if closing else 0.0)
-    while observer.idle_in_transaction([session]) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return bool(observer.idle_in_transaction([session]))
+    wait_until(
+        lambda: not observer.idle_in_transaction([session]),
+        f"session {session} leaves its transaction",
+        timeout=5.0 if closing else 0.0,
+    )
 
 
 @pytest.mark.parametrize("way", list(WAYS))
 @pytest.mark.parametrize("mode", ["rollback", "commit", "discard", None])
 def test_no_connection_is_pooled_inside_a_transaction(
-    pool_alias: Any, observer: Observer, mode: str | None, way: str
+    pool_alias: PoolAliasFactory, observer: Observer, mode: str | None, way: str
 ) -> None:
     row_id = insert_row(observer)
     alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return=mode)
     wrapper = alias.wrapper()
     session = backend_id(wrapper)
     WAYS[way](wrapper)
-    assert not in_transaction(observer, session, closing=mode is None)
+    no_transaction(observer, session, closing=mode is None)
     assert lock_error(observer, row_id) is None
     # The next borrower starts outside any transaction, too.
     nxt = alias.wrapper()
     nxt_session = backend_id(nxt)
     nxt.close()
-    assert not in_transaction(observer, nxt_session, closing=False)
+    no_transaction(observer, nxt_session, closing=False)
 
 
 @pytest.mark.mysql
 def test_mysql_failed_first_statement_does_not_keep_its_row_locks(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # The issue as reported: with autocommit off, an UPDATE that fails after
     # InnoDB locked the row leaves the transaction open, while the server
@@ -168,7 +170,7 @@ def test_mysql_failed_first_statement_does_not_keep_its_row_locks(
 
 @pytest.mark.mysql
 def test_mysql_failed_procedure_transaction_is_rolled_back_after_djangos_ping(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     # In autocommit mode a stored procedure can begin a transaction and then
     # fail: the ERR packet carries no status flags, and the ping Django's

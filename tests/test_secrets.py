@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db import Error, OperationalError
 
 import django_sapool
 from django_sapool import _registry
-from tests.server import VENDOR, Observer, backend_id
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import VENDOR, Observer, backend_id, server_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,24 +28,8 @@ PASSWORD = "Pa55-SAPOOL-SECRET-9b1f"
 
 @pytest.fixture
 def secret_user(observer: Observer) -> Iterator[dict[str, str]]:
-    database = observer.wrapper.settings_dict["NAME"]
-    if VENDOR == "postgresql":
-        observer.rows(
-            f"DO $$ BEGIN CREATE ROLE {USER} LOGIN; "
-            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        )
-        observer.rows(f"ALTER ROLE {USER} PASSWORD '{PASSWORD}'")
-        observer.rows(f'GRANT ALL ON DATABASE "{database}" TO {USER}')
-        yield {"USER": USER, "PASSWORD": PASSWORD}
-        observer.rows(f'REVOKE ALL ON DATABASE "{database}" FROM {USER}')
-    else:
-        host = observer.wrapper.settings_dict["HOST"] or "localhost"
-        observer.rows(
-            f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{PASSWORD}'"
-        )
-        observer.rows(f"GRANT ALL ON `{database}`.* TO '{USER}'@'{host}'")
-        yield {"USER": USER, "PASSWORD": PASSWORD}
-        observer.rows(f"DROP USER '{USER}'@'{host}'")
+    with server_login(observer, USER, PASSWORD, drop=False) as login:
+        yield login
 
 
 def leaks(text: object) -> bool:
@@ -53,7 +37,9 @@ def leaks(text: object) -> bool:
 
 
 def test_password_stays_out_of_everything(
-    pool_alias: Any, secret_user: dict[str, str], caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory,
+    secret_user: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, SQLAlchemy's pool included
     alias = pool_alias(
@@ -82,7 +68,9 @@ def test_password_stays_out_of_everything(
 
 
 def test_password_stays_out_of_connection_errors(
-    pool_alias: Any, secret_user: dict[str, str], caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory,
+    secret_user: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     for settings in (

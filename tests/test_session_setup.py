@@ -13,15 +13,16 @@ import pytest
 from django.db import DatabaseError
 from django.db.utils import load_backend
 
-from tests.server import STOCK_ENGINE, Observer, backend_id, stock_settings
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import (
+    STOCK_ENGINE,
+    Observer,
+    backend_id,
+    query_value,
+    stock_settings,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def one(wrapper: Any, sql: str) -> Any:
-    with wrapper.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()[0]
 
 
 @pytest.fixture
@@ -34,13 +35,20 @@ def role(observer: Observer) -> str:
     return name
 
 
-# session_bound: reads one server session's last statement; and assume_role's
-# SET ROLE would stay on a server session that then serves other clients.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "reads one server session's last statement; and assume_role's SET ROLE "
+        "would stay on a server session that then serves other clients"
+    )
+)
 @pytest.mark.postgresql
 @pytest.mark.parametrize(("pre_ping", "ping"), [(False, None), (True, "ping")])
 def test_postgresql_checkout_and_checkin_send_nothing_else(
-    pool_alias: Any, observer: Observer, role: str, pre_ping: bool, ping: str | None
+    pool_alias: PoolAliasFactory,
+    observer: Observer,
+    role: str,
+    pre_ping: bool,
+    ping: str | None,
 ) -> None:
     # assume_role makes Django's setup cost a round trip (SET ROLE): it must
     # run when the connection is opened, not at every checkout.
@@ -57,7 +65,7 @@ def test_postgresql_checkout_and_checkin_send_nothing_else(
         expected = ping_sql if ping else f"SELECT 'cycle {cycle - 1}'"
         if cycle or ping:
             assert observer.last_statement(session) == expected
-        one(wrapper, f"SELECT 'cycle {cycle}'")
+        query_value(wrapper, f"SELECT 'cycle {cycle}'")
         wrapper.close()
         assert observer.last_statement(session) == f"SELECT 'cycle {cycle}'"
 
@@ -65,7 +73,7 @@ def test_postgresql_checkout_and_checkin_send_nothing_else(
 @pytest.mark.mysql
 @pytest.mark.parametrize(("pre_ping", "extra"), [(False, 0), (True, 1)])
 def test_mysql_request_costs_one_round_trip_per_query(
-    pool_alias: Any, pre_ping: bool, extra: int
+    pool_alias: PoolAliasFactory, pre_ping: bool, extra: int
 ) -> None:
     wrapper = pool_alias(pool_size=1, max_overflow=0, pre_ping=pre_ping).wrapper()
     backend_id(wrapper)  # the first checkout sets the session up
@@ -94,11 +102,12 @@ def session_round_trips(wrapper: Any) -> int:
         return sum(int(value) for _, value in cursor.fetchall())
 
 
-# session_bound: as above, and DISCARD ALL must run in the session it resets.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=("as above, and DISCARD ALL must run in the session it resets")
+)
 @pytest.mark.postgresql
 def test_discard_reapplies_time_zone_role_and_isolation_level(
-    pool_alias: Any, observer: Observer, role: str
+    pool_alias: PoolAliasFactory, observer: Observer, role: str
 ) -> None:
     from django.db.backends.postgresql.psycopg_any import IsolationLevel
 
@@ -115,10 +124,10 @@ def test_discard_reapplies_time_zone_role_and_isolation_level(
     assert observer.last_statement(session) == "DISCARD ALL"
     for wrapper in (first, alias.wrapper()):
         assert backend_id(wrapper) == session
-        assert one(wrapper, "SHOW TimeZone") == "Asia/Tokyo"
-        assert one(wrapper, "SELECT current_user") == role
+        assert query_value(wrapper, "SHOW TimeZone") == "Asia/Tokyo"
+        assert query_value(wrapper, "SELECT current_user") == role
         wrapper.set_autocommit(False)
-        assert one(wrapper, "SHOW transaction_isolation") == "serializable"
+        assert query_value(wrapper, "SHOW transaction_isolation") == "serializable"
         wrapper.rollback()
         wrapper.set_autocommit(True)
         assert wrapper.isolation_level == IsolationLevel.SERIALIZABLE
@@ -127,7 +136,7 @@ def test_discard_reapplies_time_zone_role_and_isolation_level(
 
 @pytest.mark.mysql
 def test_discard_reapplies_isolation_level_and_init_command(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(
         pool_size=1,
@@ -140,16 +149,18 @@ def test_discard_reapplies_isolation_level_and_init_command(
     )
     first = alias.wrapper()
     session = backend_id(first)
-    charset = one(first, "SELECT @@character_set_client")  # utf8mb4; utf8 on 4.2
+    charset = query_value(
+        first, "SELECT @@character_set_client"
+    )  # utf8mb4; utf8 on 4.2
     with first.cursor() as cursor:
         cursor.execute("SET @sapool_init = 'changed by the borrower'")
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
     first.close()
     nxt = alias.wrapper()
     assert backend_id(nxt) == session
-    assert one(nxt, "SELECT @@SESSION.tx_isolation") == "SERIALIZABLE"
-    assert one(nxt, "SELECT CAST(@sapool_init AS CHAR)") == "ran"
-    assert one(nxt, "SELECT @@character_set_client") == charset
+    assert query_value(nxt, "SELECT @@SESSION.tx_isolation") == "SERIALIZABLE"
+    assert query_value(nxt, "SELECT CAST(@sapool_init AS CHAR)") == "ran"
+    assert query_value(nxt, "SELECT @@character_set_client") == charset
 
 
 # What mysqlclient and Django set per session from the settings, as the server
@@ -205,7 +216,7 @@ def round_trip(wrapper: Any, text: str) -> tuple[str, int]:
     ],
 )
 def test_mysql_discard_restores_the_session_a_new_connection_has(
-    pool_alias: Any, options: dict[str, Any], settings: dict[str, Any]
+    pool_alias: PoolAliasFactory, options: dict[str, Any], settings: dict[str, Any]
 ) -> None:
     # Differential: Django's stock backend, a new connection, same settings.
     stock = load_backend(STOCK_ENGINE).DatabaseWrapper(
@@ -239,10 +250,9 @@ def test_mysql_discard_restores_the_session_a_new_connection_has(
     nxt.close()
 
 
-# session_bound: checks the borrower got the same server session.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(reason="checks the borrower got the same server session")
 @pytest.mark.postgresql
-def test_isolation_level_reaches_every_borrower(pool_alias: Any) -> None:
+def test_isolation_level_reaches_every_borrower(pool_alias: PoolAliasFactory) -> None:
     from django.db.backends.postgresql.psycopg_any import IsolationLevel
 
     alias = pool_alias(
@@ -257,14 +267,17 @@ def test_isolation_level_reaches_every_borrower(pool_alias: Any) -> None:
     assert backend_id(borrower) == session
     assert borrower.isolation_level == IsolationLevel.REPEATABLE_READ
     borrower.set_autocommit(False)
-    assert one(borrower, "SHOW transaction_isolation") == "repeatable read"
+    assert query_value(borrower, "SHOW transaction_isolation") == "repeatable read"
     borrower.rollback()
 
 
-# session_bound: prepared statements exist in one server session only.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=("prepared statements exist in one server session only")
+)
 @pytest.mark.psycopg3
-def test_discard_with_psycopg3_prepared_statements(pool_alias: Any) -> None:
+def test_discard_with_psycopg3_prepared_statements(
+    pool_alias: PoolAliasFactory,
+) -> None:
     # psycopg 3 caches prepared statements client-side; DISCARD ALL drops them
     # on the server. With server-side binding and prepare_threshold=0 every
     # query is prepared; they must keep working across many resets.
@@ -283,7 +296,9 @@ def test_discard_with_psycopg3_prepared_statements(pool_alias: Any) -> None:
 
 
 @pytest.mark.mysql
-def test_discard_needs_no_password(pool_alias: Any, observer: Observer) -> None:
+def test_discard_needs_no_password(
+    pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
     # COM_RESET_CONNECTION keeps the authenticated session; COM_CHANGE_USER
     # would re-authenticate. The server's Connections counter must not move.
     alias = pool_alias(pool_size=1, max_overflow=0, reset_on_return="discard")
@@ -297,10 +312,11 @@ def test_discard_needs_no_password(pool_alias: Any, observer: Observer) -> None:
     assert observer.connections_so_far() == before
 
 
-# session_bound: tells "kept" by the server session (see test_reset.py).
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=("tells 'kept' by the server session (see test_reset.py)")
+)
 def test_failed_query_does_not_cost_the_connection(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0)
     wrapper = alias.wrapper()

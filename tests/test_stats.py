@@ -6,19 +6,19 @@ import logging
 import os
 import threading
 import time
-from typing import Any
 
 import pytest
 
 import django_sapool
 from django_sapool.stats import COUNTERS, GAUGES
-from tests.server import Observer, backend_id
-from tests.test_pooling import run_threads
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.server import Observer, backend_id
+from tests.support.waiting import run_threads, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_keys_are_stable_and_all_present(pool_alias: Any) -> None:
+def test_keys_are_stable_and_all_present(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=2)
     alias.wrapper().ensure_connection()
     stats = django_sapool.get_stats(alias.name)
@@ -27,10 +27,12 @@ def test_keys_are_stable_and_all_present(pool_alias: Any) -> None:
     assert django_sapool.get_stats()[alias.name] == django_sapool.get_stats(alias.name)
 
 
-# direct_server: counts the server sessions our pool opened; PgBouncer reuses
-# its own.
-@pytest.mark.direct_server
-def test_counts_match_the_server_sessions(pool_alias: Any, observer: Observer) -> None:
+@pytest.mark.direct_server(
+    reason=("counts the server sessions our pool opened; PgBouncer reuses its own")
+)
+def test_counts_match_the_server_sessions(
+    pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
     alias = pool_alias(pool_size=2, max_overflow=1, timeout=30)
     seen: set[int] = set()
 
@@ -40,7 +42,7 @@ def test_counts_match_the_server_sessions(pool_alias: Any, observer: Observer) -
             seen.add(backend_id(wrapper))
             wrapper.close()
 
-    assert run_threads(4, request_cycles) == []
+    assert run_threads([request_cycles] * 4) == []
     stats = django_sapool.get_stats(alias.name)
     # Every server session we saw was opened once by the pool, and only those.
     assert stats["connections_num"] == len(seen)
@@ -49,15 +51,13 @@ def test_counts_match_the_server_sessions(pool_alias: Any, observer: Observer) -
     assert stats["checked_out"] == stats["overflow"] == 0
     assert stats["requests_waiting"] == 0
     # Overflow connections were closed on return; the server notices soon.
-    deadline = time.monotonic() + 5
-    while len(observer.alive(seen)) != stats["idle"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(observer.alive(seen)) == stats["idle"], "overflow ends")
     alive = observer.alive(seen)
     assert stats["idle"] == stats["connections_open"] == len(alive) <= 2
     assert (stats["pool_size"], stats["pool_max"]) == (2, 3)
 
 
-def test_waiting_and_timeouts(pool_alias: Any) -> None:
+def test_waiting_and_timeouts(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=5)
     holder = alias.wrapper()
     holder.ensure_connection()
@@ -71,10 +71,11 @@ def test_waiting_and_timeouts(pool_alias: Any) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    deadline = time.monotonic() + 5
-    while django_sapool.get_stats(alias.name)["requests_waiting"] != 1:
-        assert time.monotonic() < deadline, "the waiter never showed as waiting"
-        time.sleep(0.01)
+    wait_until(
+        lambda: django_sapool.get_stats(alias.name)["requests_waiting"] == 1,
+        "the waiter shows as waiting",
+        interval=0.01,
+    )
     assert django_sapool.get_stats(alias.name)["checked_out"] == 1
     time.sleep(0.05)  # a wait long enough to show in milliseconds
     holder.close()
@@ -95,10 +96,9 @@ def test_waiting_and_timeouts(pool_alias: Any) -> None:
     holder.close()
 
 
-# session_bound: in transaction mode the client never sees the kill.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(reason="in transaction mode the client never sees the kill")
 def test_killed_connection_counts_as_invalidated(
-    pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory, observer: Observer, caplog: pytest.LogCaptureFixture
 ) -> None:
     alias = pool_alias(pool_size=1, pre_ping=True)
     wrapper = alias.wrapper()
@@ -117,9 +117,10 @@ def test_killed_connection_counts_as_invalidated(
     assert any("discarded" in r.getMessage() for r in caplog.records)
 
 
-# direct_server: expects a new server session after recycling.
-@pytest.mark.direct_server
-def test_recycled_connection_is_counted(pool_alias: Any, observer: Observer) -> None:
+@pytest.mark.direct_server(reason="expects a new server session after recycling")
+def test_recycled_connection_is_counted(
+    pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
     alias = pool_alias(pool_size=1, recycle=1)
     wrapper = alias.wrapper()
     first = backend_id(wrapper)
@@ -134,11 +135,14 @@ def test_recycled_connection_is_counted(pool_alias: Any, observer: Observer) -> 
     assert stats["connections_invalidated"] == 0
 
 
-# session_bound: waits for the session of an earlier transaction to end; in
-# transaction mode the open one may have run in another.
-@pytest.mark.session_bound
+@pytest.mark.session_bound(
+    reason=(
+        "waits for the session of an earlier transaction to end; in transaction"
+        " mode the open one may have run in another"
+    )
+)
 def test_failed_reset_is_counted_and_the_session_closed(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, reset_on_return=None)
     wrapper = alias.wrapper()
@@ -153,7 +157,7 @@ def test_failed_reset_is_counted_and_the_session_closed(
     assert stats["connections_open"] == 0
 
 
-def test_pop_stats_resets_counters_not_gauges(pool_alias: Any) -> None:
+def test_pop_stats_resets_counters_not_gauges(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=2)
     wrapper = alias.wrapper()
     wrapper.ensure_connection()
@@ -165,7 +169,7 @@ def test_pop_stats_resets_counters_not_gauges(pool_alias: Any) -> None:
     wrapper.close()
 
 
-def test_counters_survive_dispose(pool_alias: Any) -> None:
+def test_counters_survive_dispose(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=1)
     wrapper = alias.wrapper()
     wrapper.ensure_connection()
@@ -176,7 +180,7 @@ def test_counters_survive_dispose(pool_alias: Any) -> None:
     assert stats["connections_open"] == 0
 
 
-def test_a_forked_child_starts_from_zero(pool_alias: Any) -> None:
+def test_a_forked_child_starts_from_zero(pool_alias: PoolAliasFactory) -> None:
     alias = pool_alias(pool_size=1)
     wrapper = alias.wrapper()
     wrapper.ensure_connection()
@@ -197,7 +201,7 @@ def test_a_forked_child_starts_from_zero(pool_alias: Any) -> None:
 
 
 def test_log_levels_as_documented(
-    pool_alias: Any, caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="django_sapool")
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.1)
@@ -218,7 +222,7 @@ def test_log_levels_as_documented(
     assert alias.name in created.getMessage()
 
 
-def test_an_unlimited_pool_reports_no_maximum(pool_alias: Any) -> None:
+def test_an_unlimited_pool_reports_no_maximum(pool_alias: PoolAliasFactory) -> None:
     # max_overflow=-1 means no limit, not pool_size - 1.
     alias = pool_alias(pool_size=1, max_overflow=-1)
     wrappers = [alias.wrapper() for _ in range(3)]

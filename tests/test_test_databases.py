@@ -15,11 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import VENDOR, Observer
+from tests.support.server import VENDOR, Observer
 
-# direct_server: DROP DATABASE and CREATE DATABASE ... TEMPLATE fail while
-# PgBouncer keeps server connections to the database.
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.direct_server]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.direct_server(
+        reason=(
+            "DROP DATABASE and CREATE DATABASE ... TEMPLATE fail while PgBouncer "
+            "keeps server connections to the database"
+        )
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Beside this run's own test database, so that runs sharing a server (say,

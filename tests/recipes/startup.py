@@ -12,7 +12,7 @@ import os
 
 from django.db import connection
 
-from tests.server import backend_id_sql
+from tests.support.server import backend_id_sql
 
 
 def _touch() -> dict[str, int]:

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from tests.server import backend_id_sql
+from tests.support.server import backend_id_sql
 
 
 def report() -> dict[str, Any]:

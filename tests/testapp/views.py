@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from tests.server import backend_id_sql
+from tests.support.server import backend_id_sql
 
 
 def backend(request: HttpRequest) -> JsonResponse:

@@ -4,7 +4,7 @@ The observer is a plain, unpooled connection made by Django's stock backend.
 Tests assert on what it reports: server session ids, who is alive, who sits
 idle in a transaction, what each session ran last, server counters.
 
-Behind a proxy (tests/run_behind_pgbouncer.py puts PgBouncer in front of
+Behind a proxy (python -m tests.support.behind_pgbouncer puts PgBouncer in front of
 PostgreSQL), SAPOOL_OBSERVER_PG_HOST and SAPOOL_OBSERVER_PG_PORT point the
 observer at the server itself: what the proxy reports is not what the server
 sees.
@@ -12,18 +12,20 @@ sees.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
 import re
-import time
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db import connections
 from django.db.utils import load_backend
 
 from tests import settings as test_settings
+from tests.support.waiting import wait_until
 
 VENDOR = test_settings.VENDOR
 STOCK_ENGINE = {
@@ -42,11 +44,21 @@ def backend_id_sql() -> str:
     )
 
 
+def query_one(wrapper: Any, sql: str, params: Iterable[Any] | None = None) -> Any:
+    """The first row ``sql`` returns on a Django connection (opens it if needed)."""
+    with wrapper.cursor() as cursor:
+        cursor.execute(sql, None if params is None else list(params))
+        return cursor.fetchone()
+
+
+def query_value(wrapper: Any, sql: str, params: Iterable[Any] | None = None) -> Any:
+    """The first column of the first row ``sql`` returns."""
+    return query_one(wrapper, sql, params)[0]
+
+
 def backend_id(wrapper: Any) -> int:
     """The server session id behind a Django connection (opens it if needed)."""
-    with wrapper.cursor() as cursor:
-        cursor.execute(backend_id_sql())
-        return int(cursor.fetchone()[0])
+    return int(query_value(wrapper, backend_id_sql()))
 
 
 def stock_settings(**overrides: Any) -> dict[str, Any]:
@@ -153,10 +165,7 @@ class Observer:
 
     def wait_gone(self, ids: Iterable[int], timeout: float = 10.0) -> None:
         ids = list(ids)
-        deadline = time.monotonic() + timeout
-        while self.alive(ids) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not self.alive(ids), f"sessions {ids} still alive"
+        wait_until(lambda: not self.alive(ids), f"sessions {ids} end", timeout=timeout)
 
     def last_statement(self, backend: int) -> str:
         """PostgreSQL: the last statement the session ran, as the server saw it."""
@@ -169,3 +178,77 @@ class Observer:
         """MySQL: connection attempts the server has accepted (Connections)."""
         assert VENDOR == "mysql"
         return int(self.rows("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1])
+
+
+class Peak:
+    """The most server sessions seen at once.
+
+    ``record()`` what a test counted itself, or ``watching()`` a count taken
+    by a thread of its own, on an observer of its own, until the block ends.
+    """
+
+    def __init__(self) -> None:
+        self.most = 0
+
+    def record(self, count: int) -> int:
+        self.most = max(self.most, count)
+        return count
+
+    @contextlib.contextmanager
+    def watching(
+        self, count: Callable[[Observer], int], interval: float = 0.005
+    ) -> Iterator[Peak]:
+        done = threading.Event()
+
+        def watch() -> None:
+            watcher = Observer()
+            try:
+                while not done.is_set():
+                    self.record(count(watcher))
+                    done.wait(interval)
+            finally:
+                watcher.close()
+
+        thread = threading.Thread(target=watch)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+
+
+@contextlib.contextmanager
+def server_login(
+    observer: Observer, user: str, password: str, *, drop: bool
+) -> Iterator[dict[str, str]]:
+    """A login of its own on the test database; yields its USER and PASSWORD.
+
+    Made if missing, its password set either way. On exit its rights are
+    revoked; a MySQL user is dropped, a PostgreSQL role only with ``drop``
+    (a role name shared by runs on one server stays, so as not to drop it
+    from under another run).
+    """
+    database = observer.wrapper.settings_dict["NAME"]
+    host = observer.wrapper.settings_dict["HOST"] or "localhost"
+    account = f"'{user}'@'{host}'"
+    if VENDOR == "postgresql":
+        observer.rows(
+            f"DO $$ BEGIN CREATE ROLE {user} LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        observer.rows(f"ALTER ROLE {user} PASSWORD '{password}'")
+        observer.rows(f'GRANT ALL ON DATABASE "{database}" TO {user}')
+    else:
+        observer.rows(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{password}'")
+        observer.rows(f"ALTER USER {account} IDENTIFIED BY '{password}'")
+        observer.rows(f"GRANT ALL ON `{database}`.* TO {account}")
+    try:
+        yield {"USER": user, "PASSWORD": password}
+    finally:
+        if VENDOR == "postgresql":
+            observer.rows(f'REVOKE ALL ON DATABASE "{database}" FROM {user}')
+            if drop:
+                observer.rows(f"DROP ROLE IF EXISTS {user}")
+        else:
+            observer.rows(f"DROP USER IF EXISTS {account}")

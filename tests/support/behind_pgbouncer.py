@@ -1,12 +1,12 @@
 """Run the test suite through PgBouncer, in transaction and in session pool mode.
 
-    python -m tests.run_behind_pgbouncer [--modes transaction,session]
+    python -m tests.support.behind_pgbouncer [--modes transaction,session]
         [--drivers psycopg,psycopg2] [--set KEY=VALUE ...] [-- pytest args]
 
 For each pool mode and driver this starts a private PgBouncer in front of the
-test server (tests/pgbouncer.py) and runs pytest with SAPOOL_PG_HOST/PORT
+test server (tests/support/pgbouncer.py) and runs pytest with SAPOOL_PG_HOST/PORT
 pointing at it, the settings a user behind PgBouncer needs
-(tests/pgbouncer_settings.py), and the observer (tests/server.py) talking to
+(tests/pgbouncer_settings.py), and the observer (tests/support/server.py) talking to
 the server itself. Deselected:
 
 - ``direct_server`` tests in both modes: they identify our connections by the
@@ -38,7 +38,7 @@ from typing import cast
 
 import pytest
 
-from tests.pgbouncer import (
+from tests.support.pgbouncer import (
     PoolMode,
     Upstream,
     dbapi,
@@ -46,7 +46,7 @@ from tests.pgbouncer import (
     running_pgbouncer,
 )
 
-ROOT = Path(__file__).absolute().parent.parent
+ROOT = Path(__file__).absolute().parents[2]
 MARKERS = {
     "direct_server": (
         "asserts which server backend serves a connection, or that it opens and "
@@ -131,7 +131,7 @@ def run(
             "-m",
             "pytest",
             "-p",
-            "tests.run_behind_pgbouncer",
+            "tests.support.behind_pgbouncer",
             "--ds=tests.pgbouncer_settings",
             "--reuse-db",
             "--ignore=tests/test_pgbouncer.py",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from django_sapool._gate import ConnectGate, Unreachable
+from tests.support.waiting import wait_until
 
 
 class ConnectFailed(Exception):
@@ -277,10 +278,8 @@ def test_a_signal_raising_in_a_waiter_leaves_the_gate_working(
             gate.run(time.monotonic(), connected)
     finally:
         probe.release.set()
-    deadline = time.monotonic() + 5
-    while gate.is_closed():  # the probe connected: it opens the gate
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    # The probe connected: it opens the gate.
+    wait_until(lambda: not gate.is_closed(), "the gate opens", interval=0.01)
     assert gate.run(time.monotonic(), connected) == "connection"
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.private_server import free_port
+from tests.support.private_server import free_port
 
 PoolMode = Literal["session", "transaction", "statement"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from django_sapool._watchdog import watchdog
-from tests.forking import c_fork, in_child, live_threads, settle
+from tests.support.forking import c_fork, in_child, live_threads, settle
 
 WATCHDOG_THREAD = "django_sapool watchdog"
 #: How late the watchdog's thread may run on a busy machine.

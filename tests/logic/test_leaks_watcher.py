@@ -10,14 +10,15 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from django_sapool import _leaks, _registry
 from django_sapool._leaks import LeakWatch
-from tests.forking import c_fork, in_child, live_threads, settle
+from tests.support.forking import c_fork, in_child, live_threads, settle
+from tests.support.waiting import run_threads, wait_until
 
 WATCHER_THREAD = "django_sapool leak watcher"
 
@@ -76,13 +77,6 @@ def leak_warnings(caplog: pytest.LogCaptureFixture, alias: str) -> list[str]:
     ]
 
 
-def wait_for(condition: Callable[[], object], seconds: float = 5) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.01)
-
-
 def test_the_watcher_survives_its_set_of_watches_changing_under_it(
     watcher: _leaks._Watcher, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -91,7 +85,7 @@ def test_the_watcher_survives_its_set_of_watches_changing_under_it(
     leak_watch = LeakWatch("changing", 0.1)
     borrower = Borrower()
     leak_watch.lent(borrower)
-    wait_for(lambda: leak_warnings(caplog, "changing"))
+    wait_until(lambda: leak_warnings(caplog, "changing"), "a warning", interval=0.01)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -104,7 +98,7 @@ def test_an_unforeseen_error_is_logged_once_and_leaks_are_still_reported(
     leak_watch = LeakWatch("leaking", 0.1)
     borrower = Borrower()
     leak_watch.lent(borrower)
-    wait_for(lambda: leak_warnings(caplog, "leaking"))
+    wait_until(lambda: leak_warnings(caplog, "leaking"), "a warning", interval=0.01)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "leak watcher" in errors[0].getMessage()
@@ -166,11 +160,7 @@ def test_one_leak_watcher_thread_in_a_c_forked_child_whose_threads_watch_at_once
                 _registry.pools()
             made.append(LeakWatch("child", 60))
 
-        workers = [threading.Thread(target=make_pool) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(10)
+        assert run_threads([make_pool] * threads, timeout=10) == []
         _registry.pools()
         made.append(LeakWatch("child", 60))
         return {

@@ -1,0 +1,70 @@
+"""A database alias of the test's own, pooled with the options the test gives.
+
+The ``pool_alias`` fixture (tests/support/fixtures.py) is a ``PoolAliasFactory``:
+``pool_alias(pool_size=2, ...)`` returns a fresh ``PoolAlias`` on the test
+database. Keyword arguments are pool options (``OPTIONS['sapool']``);
+``settings`` overrides other settings_dict keys (HOST, USER, ...); ``options``
+adds driver OPTIONS. Its wrappers are closed and its pool disposed after the
+test.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.db import connections
+from django.db.utils import load_backend
+
+import django_sapool
+
+_alias_numbers = itertools.count()
+
+
+@dataclass
+class PoolAlias:
+    """A pooled alias: its name, its settings, and the wrappers made on it."""
+
+    name: str
+    settings_dict: dict[str, Any]
+    _wrappers: list[Any] = field(default_factory=list, repr=False)
+
+    def wrapper(self) -> Any:
+        """A new DatabaseWrapper on this alias, as each thread of Django has."""
+        backend = load_backend(self.settings_dict["ENGINE"])
+        wrapper = backend.DatabaseWrapper(copy.deepcopy(self.settings_dict), self.name)
+        self._wrappers.append(wrapper)
+        return wrapper
+
+    def close(self) -> None:
+        for wrapper in self._wrappers:
+            wrapper.inc_thread_sharing()  # closing from the test's thread
+            wrapper.close()
+        django_sapool.dispose(self.name)
+
+
+class PoolAliasFactory(Protocol):
+    """The type of the ``pool_alias`` fixture."""
+
+    def __call__(
+        self,
+        *,
+        settings: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        **pool: Any,
+    ) -> PoolAlias: ...
+
+
+def new_pool_alias(
+    *,
+    settings: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    **pool: Any,
+) -> PoolAlias:
+    """A PoolAlias on the test database (the ``default`` alias's settings)."""
+    settings_dict = copy.deepcopy(connections["default"].settings_dict)
+    settings_dict["OPTIONS"] = {**(options or {}), "sapool": pool}
+    settings_dict.update(settings or {})
+    return PoolAlias(f"pooled{next(_alias_numbers)}", settings_dict)

@@ -174,8 +174,11 @@ class DatabasePool:
         self._connecting.borrower = (borrower, conn_params, started)
         try:
             proxied = self._wait_for_connection(started)
-            if self._ping_idle is not None:
-                proxied = self._ping_if_idle(proxied, started)
+            limit = self._ping_idle
+            if limit is not None:  # inline: the default runs it per checkout
+                returned = proxied.info.get(RETURNED)
+                if returned is not None and started - returned >= limit:
+                    proxied = self._ping_if_idle(proxied, started)
             failure = None
             if self._prewarm_pending:
                 self._prewarm()
@@ -322,6 +325,9 @@ class DatabasePool:
                 alive = self._dialect.do_ping(proxied.dbapi_connection)
             except self._reset_errors as exc:
                 alive, error = False, exc
+            except BaseException:  # interrupted (a signal): state unknown
+                proxied.invalidate()
+                raise
             if alive:
                 return proxied
             logger.warning(

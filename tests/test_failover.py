@@ -142,6 +142,21 @@ def set_read_only(server: PrivateServer, on: bool) -> None:
             admin.rows(f"SET GLOBAL read_only = {int(on)}")
     finally:
         admin.close()
+    if VENDOR == "postgresql":
+        # pg_reload_conf() only signals the postmaster. A new session sees
+        # the new value once it has reloaded, and by then it has signalled
+        # every session, which applies it before its next statement.
+        wanted, deadline = ("on" if on else "off"), time.monotonic() + 10
+        while True:
+            probe = Observer(**admin_settings(server))
+            try:
+                seen = probe.value("SHOW default_transaction_read_only")
+            finally:
+                probe.close()
+            if seen == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert seen == wanted
 
 
 def rows_on(server: PrivateServer, requests: list[str]) -> set[str]:

@@ -16,6 +16,13 @@ from . import _libmysql
 
 # libpq's PQtransactionStatus values, shared by psycopg2 and psycopg 3.
 _PG_IDLE, _PG_ACTIVE, _PG_INERROR, _PG_UNKNOWN = 0, 1, 3, 4
+#: SQLSTATE read_only_sql_transaction: a write in a read-only transaction.
+_PG_READ_ONLY_SQL_TRANSACTION = "25006"
+_READ_ONLY_SETTING = "default_transaction_read_only"
+#: MySQL/MariaDB: ER_OPTION_PREVENTS_STATEMENT (which option is in the
+#: message: only read_only counts) and ER_READ_ONLY_MODE (MySQL, Aurora).
+_MYSQL_OPTION_PREVENTS_STATEMENT, _MYSQL_READ_ONLY_MODE = 1290, 1836
+_MYSQL_READ_ONLY_OPTIONS = ("--read-only", "--super-read-only")
 
 
 class Driver(Protocol):
@@ -54,15 +61,32 @@ class Driver(Protocol):
     def discard(self, connection: Any) -> None:
         """Give the connection a fresh session, as if newly opened."""
 
+    def refuses_writes(self, error: BaseException, connection: Any) -> bool:
+        """Whether ``error`` says the server no longer takes writes (a demoted
+        primary), not that this session asked for a read-only transaction.
+        Only called after an error, so it may be slow; it sends nothing."""
+
 
 class PostgreSQLDriver:
     """libpq tracks the transaction status client-side: no round trip to ask."""
 
     def __init__(self, connect_params: Mapping[str, Any]) -> None:
-        pass
+        # Sessions made read-only by the alias itself (a replica alias):
+        # their refused writes say nothing about the server.
+        self._read_only_sessions = _READ_ONLY_SETTING in str(
+            connect_params.get("options") or ""
+        )
 
     def transaction_status(self, connection: Any) -> int:
         """libpq's PQtransactionStatus of the connection."""
+        raise NotImplementedError
+
+    def parameter_status(self, connection: Any, name: str) -> str | None:
+        """A setting the server reports to the client (no round trip)."""
+        raise NotImplementedError
+
+    def read_only_flag(self, connection: Any) -> bool:
+        """The driver's own read-only switch (it sends BEGIN READ ONLY)."""
         raise NotImplementedError
 
     def execute_unprepared(self, cursor: Any, sql: str) -> None:
@@ -118,6 +142,23 @@ class PostgreSQLDriver:
         with connection.cursor() as cursor:
             self.execute_unprepared(cursor, "DISCARD ALL")
 
+    def refuses_writes(self, error: BaseException, connection: Any) -> bool:
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code != _PG_READ_ONLY_SQL_TRANSACTION or self._read_only_sessions:
+            return False
+        # 25006 also answers a write in a transaction the session made read-
+        # only itself (BEGIN READ ONLY, SET TRANSACTION READ ONLY, the
+        # driver's read_only): then the server's defaults are unchanged. A
+        # demoted server is a standby (in_hot_standby) or was made read-only
+        # for everyone (default_transaction_read_only, applied to open
+        # sessions at a reload). PostgreSQL 14+ reports both to the client
+        # with each reply, so they are read here without a round trip.
+        standby = self.parameter_status(connection, "in_hot_standby")
+        default = self.parameter_status(connection, _READ_ONLY_SETTING)
+        if standby is None and default is None:  # PostgreSQL 13 or older
+            return not self.read_only_flag(connection)
+        return "on" in (standby, default)
+
 
 class Psycopg3Driver(PostgreSQLDriver):
     def transaction_status(self, connection: Any) -> int:
@@ -125,6 +166,13 @@ class Psycopg3Driver(PostgreSQLDriver):
 
     def in_transaction(self, connection: Any) -> bool:  # per request: inlined
         return connection.pgconn.transaction_status != _PG_IDLE  # type: ignore[no-any-return]
+
+    def parameter_status(self, connection: Any, name: str) -> str | None:
+        value = connection.info.parameter_status(name)
+        return None if value is None else str(value)
+
+    def read_only_flag(self, connection: Any) -> bool:
+        return bool(connection.read_only)
 
     def closed_connection_error(self, database: Any) -> Exception:
         error: Exception = database.OperationalError("the connection is closed")
@@ -142,6 +190,13 @@ class Psycopg2Driver(PostgreSQLDriver):
 
     def in_transaction(self, connection: Any) -> bool:  # per request: inlined
         return connection.get_transaction_status() != _PG_IDLE  # type: ignore[no-any-return]
+
+    def parameter_status(self, connection: Any, name: str) -> str | None:
+        value = connection.get_parameter_status(name)
+        return None if value is None else str(value)
+
+    def read_only_flag(self, connection: Any) -> bool:
+        return bool(connection.readonly)
 
 
 #: mysqlclient connections on which a statement failed since their last reset.
@@ -241,6 +296,18 @@ class MySQLDriver:
             if self._init_command:
                 cursor.execute(self._init_command)
             cursor.execute("SET " + ", ".join(assignments), params)
+
+    def refuses_writes(self, error: BaseException, connection: Any) -> bool:
+        # A session cannot set read_only, which is global: unlike 1792 (a
+        # READ ONLY transaction of the session's own), these are the server's.
+        args: tuple[Any, ...] = getattr(error, "args", ())
+        code = args[0] if args else None
+        if code == _MYSQL_READ_ONLY_MODE:
+            return True
+        if code != _MYSQL_OPTION_PREVENTS_STATEMENT or len(args) < 2:
+            return False  # 1290 also names --secure-file-priv and others
+        message = str(args[1])
+        return any(option in message for option in _MYSQL_READ_ONLY_OPTIONS)
 
 
 class _ClosedCursor:

@@ -43,6 +43,9 @@ logger = logging.getLogger("django_sapool")
 #: release() has reset the connection, so the checkin hook has nothing to do.
 INITIALISED = "django_sapool.initialised"
 RESET = "django_sapool.reset"
+#: When release() gave the connection back (time.monotonic()), kept only
+#: when pre_ping is a number of seconds: how long it has sat idle.
+RETURNED = "django_sapool.returned"
 #: record.record_info keys (they outlive reconnects of one pool slot).
 #: OPENED: this slot has had a connection; INVALIDATED: it was invalidated, so
 #: its next connection replaces a broken one rather than recycling an old one.
@@ -103,7 +106,9 @@ class DatabasePool:
             max_overflow=config.max_overflow,
             timeout=self._wait_slice,
             recycle=config.recycle,
-            pre_ping=config.pre_ping,
+            # True: SQLAlchemy's ping at every checkout. A number of seconds:
+            # ours, only for connections idle that long (see _ping_if_idle).
+            pre_ping=config.pre_ping is True,
             # Checkin is ours (see release): SQLAlchemy's rollback is unconditional.
             reset_on_return=None,
             use_lifo=config.use_lifo,
@@ -118,9 +123,16 @@ class DatabasePool:
         #: What a failed reset may raise and still be ours to handle; anything
         #: else (an exception from a signal handler) is the caller's.
         self._reset_errors = (driver_error, OSError)
+        self._driver_error = driver_error
+        #: pre_ping as seconds: ping a connection idle at least this long.
+        self._ping_idle: float | None = (
+            None if isinstance(config.pre_ping, bool) else float(config.pre_ping)
+        )
         self._gate = ConnectGate(alias, config.unreachable_wait, probe_limit)
+        #: The driver's SQLAlchemy dialect: its ping and disconnect detection.
+        self._dialect: Any = self._pool._dialect
         if config.pre_ping and config.ping_timeout is not None:
-            self._bound_pings(self._pool._dialect)
+            self._bound_pings(self._dialect)
         self.stats = stats_for(alias)
         self._leaks = (
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
@@ -168,6 +180,11 @@ class DatabasePool:
                 proxied = self._pool.connect()
             except sqlalchemy.exc.TimeoutError:
                 proxied = self._wait_for_connection(started)
+            limit = self._ping_idle
+            if limit is not None:  # inline: the default runs it per checkout
+                returned = proxied.info.get(RETURNED)
+                if returned is not None and started - returned >= limit:
+                    proxied = self._ping_if_idle(proxied, started)
             failure = None
             if self._prewarm_pending:
                 self._prewarm()
@@ -242,6 +259,8 @@ class DatabasePool:
             raise
         if reusable:
             info[RESET] = True
+            if self._ping_idle is not None:
+                info[RETURNED] = time.monotonic()
             proxied.close()
         else:
             proxied.invalidate()
@@ -287,6 +306,83 @@ class DatabasePool:
             }
         logger.debug("New connection for alias %r (%s)", self.alias, self.description)
         return connection
+
+    def _ping_if_idle(
+        self, proxied: PoolProxiedConnection, started: float
+    ) -> PoolProxiedConnection:
+        """pre_ping as seconds: ping a connection that sat idle that long.
+
+        A busy pool pays a dictionary lookup per checkout and sends nothing;
+        a connection that sat idle through a restart is pinged and, if dead,
+        replaced, along with every connection opened before it (as
+        SQLAlchemy's own pre-ping does), before the borrower sees it. A fresh
+        connection (no RETURNED) is never pinged.
+        """
+        limit = self._ping_idle
+        assert limit is not None
+        while True:
+            returned = proxied.info.get(RETURNED)
+            if returned is None or started - returned < limit:
+                return proxied
+            del proxied.info[RETURNED]  # pinged once per idle spell
+            error: BaseException = _Unusable("the pre-ping was cut off")
+            try:
+                alive = self._dialect.do_ping(proxied.dbapi_connection)
+            except self._reset_errors as exc:
+                alive, error = False, exc
+            except BaseException:  # interrupted (a signal): state unknown
+                proxied.invalidate()
+                raise
+            if alive:
+                return proxied
+            logger.warning(
+                "Alias %r: the pre-ping of a connection idle %.1f s failed; "
+                "replacing every connection opened before it",
+                self.alias,
+                started - returned,
+            )
+            # Invalidates it (logged, counted) and gives its slot back.
+            self._pool._invalidate(proxied, error)
+            proxied = self._wait_for_connection(started)
+
+    def statement_failed(
+        self, proxied: PoolProxiedConnection, error: BaseException
+    ) -> None:
+        """A statement of this loan failed: is it the server, not the statement?
+
+        After a disconnect, or a write the server refuses because it no
+        longer takes writes (a demoted primary), every connection opened
+        before this one is as stale: SQLAlchemy's pool-wide invalidation makes
+        the next checkout of each replace it (the engine does this for
+        disconnects; we bypass the engine). This one is discarded when given
+        back (is_stale). Nothing is retried: the request fails as it would
+        without a pool. Only called on errors.
+        """
+        connection = proxied.dbapi_connection
+        if connection is None or not isinstance(error, self._driver_error):
+            return
+        if self.driver.refuses_writes(error, connection):
+            reason = "the server no longer takes writes"
+        elif self._dialect.is_disconnect(error, connection, None):
+            reason = "the connection to the server was lost"
+        else:
+            return
+        if self.is_stale(proxied):
+            return  # an invalidation after it opened covers it already
+        self._pool._invalidate(proxied, error, _checkin=False)
+        logger.warning(
+            "Alias %r: %s (%s: %s); discarding every connection opened before "
+            "now as it comes up for checkout",
+            self.alias,
+            reason,
+            type(error).__name__,
+            str(error).strip(),
+        )
+
+    def is_stale(self, proxied: PoolProxiedConnection) -> bool:
+        """Opened before the pool's last pool-wide invalidation?"""
+        record: Any = getattr(proxied, "_connection_record", None)
+        return record is not None and record.starttime < self._pool._invalidate_time
 
     def bounded_call(self, connection: Any, what: str) -> int | None:
         """Start timing one of the pool's own round trips (see watchdog)."""
@@ -347,6 +443,7 @@ class DatabasePool:
                     pool._dec_overflow()
                     raise
                 record.info[RESET] = True  # fresh: nothing to reset
+                record.info[RETURNED] = time.monotonic()
                 pool._do_return_conn(record)
                 opened += 1
         except Exception as exc:  # a warm-up failure must not fail the request

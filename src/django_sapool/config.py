@@ -21,6 +21,13 @@ OPTIONS_KEY = "sapool"
 ResetMode = Literal["rollback", "commit", "discard"] | None
 RESET_MODES: tuple[ResetMode, ...] = ("rollback", "commit", "discard", None)
 
+#: pre_ping's default unless CONN_HEALTH_CHECKS is on: ping a connection only
+#: when it sat idle in the pool at least this many seconds. Under load
+#: connections come back within milliseconds and nothing is sent; a restart
+#: or failover, which takes longer than this, is noticed before any request
+#: sees a dead connection. HikariCP skips validation within 500 ms of use.
+IDLE_PING_DEFAULT = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
@@ -30,7 +37,9 @@ class PoolConfig:
     max_overflow: int = 10
     timeout: float = 30.0
     recycle: float = -1
-    pre_ping: bool = False
+    #: True: ping at every checkout; False: never; seconds: ping a connection
+    #: that sat idle in the pool at least that long.
+    pre_ping: bool | float = IDLE_PING_DEFAULT
     reset_on_return: ResetMode = "rollback"
     use_lifo: bool = False
     #: Ours: each connection's recycle age is shortened by a random fraction
@@ -78,8 +87,11 @@ class PoolConfig:
                 f"{where}['OPTIONS'][{OPTIONS_KEY!r}] must be a dict of pool "
                 f"options, not {given!r}."
             )
+        # CONN_HEALTH_CHECKS asks Django to check every request's connection:
+        # a ping at each checkout. Without it, only idle connections are.
+        health_checks = bool(settings_dict.get("CONN_HEALTH_CHECKS", False))
         values: dict[str, Any] = {
-            "pre_ping": bool(settings_dict.get("CONN_HEALTH_CHECKS", False))
+            "pre_ping": True if health_checks else IDLE_PING_DEFAULT
         }
         for key, value in given.items():
             rule = _RULES.get(key)
@@ -204,7 +216,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: _is_number(v) and (v > 0 or v == -1),
         "a number of seconds > 0, or -1 to never recycle",
     ),
-    "pre_ping": (lambda v: isinstance(v, bool), "True or False"),
+    "pre_ping": (
+        lambda v: isinstance(v, bool) or (_is_number(v) and v > 0),
+        "True (ping at every checkout), False (never), or a number of seconds "
+        "> 0 (ping a connection idle in the pool at least that long)",
+    ),
     "reset_on_return": (
         lambda v: v in RESET_MODES,
         "one of " + ", ".join(repr(mode) for mode in RESET_MODES),

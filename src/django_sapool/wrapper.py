@@ -15,11 +15,14 @@ import hashlib
 import logging
 import weakref
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, ClassVar
 
 from django.core.signals import setting_changed
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
 
 from . import _connect_timeout, _fork, _registry
 from ._creation import PoolDisposingCreationMixin
@@ -88,6 +91,20 @@ class PooledDatabaseWrapperMixin:
         # A named (server-side) cursor was made during the loan: the reset
         # closes whatever such cursors left open on the server.
         self._sapool_named_cursors = False
+
+    # Errors ----------------------------------------------------------------
+
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        # Every query, commit and rollback Django runs passes through it.
+        return PoolErrorWrapper(self)
+
+    def sapool_statement_failed(self, error: BaseException) -> None:
+        """A driver call failed (only called on errors): tell the pool, which
+        retires its connections if the server went away or turned read-only."""
+        proxied, pool = self._sapool_proxied, self._sapool_pool
+        if proxied is not None and pool is not None:
+            pool.statement_failed(proxied, error)
 
     # Connect ---------------------------------------------------------------
 
@@ -208,6 +225,11 @@ class PooledDatabaseWrapperMixin:
         """Can the pool reuse this connection? Bounded by ping_timeout."""
         connection, driver = self.connection, pool.driver
         if driver.is_broken(connection):
+            return False
+        proxied = self._sapool_proxied
+        if proxied is not None and pool.is_stale(proxied):
+            # The server went away or turned read-only since it was opened
+            # (see DatabasePool.statement_failed): not worth a round trip.
             return False
         if driver.in_failed_transaction(connection):
             # PostgreSQL refuses every statement until a rollback, so Django's
@@ -350,6 +372,27 @@ class PooledDatabaseWrapperMixin:
             self.closed_in_transaction = self.needs_rollback = True
         else:
             self.connection = None
+
+
+class PoolErrorWrapper(DatabaseErrorWrapper):
+    """Django's error translation, which also tells the pool what failed.
+
+    No cost without an error: the check for one is the one Django makes.
+    """
+
+    wrapper: Any  # set by Django's __init__; not in django-stubs
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            return
+        if exc_value is not None:
+            self.wrapper.sapool_statement_failed(exc_value)
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 class ReturnedConnection:

@@ -25,13 +25,19 @@ def config(options: Any = None, **settings: Any) -> PoolConfig:
     return PoolConfig.from_settings("orders", settings_dict)
 
 
+PRE_PING_ALLOWED = (
+    "True (ping at every checkout), False (never), or a number of seconds > 0 "
+    "(ping a connection idle in the pool at least that long)"
+)
+
+
 def test_defaults_follow_sqlalchemy() -> None:
     assert config() == PoolConfig(
         pool_size=5,
         max_overflow=10,
         timeout=30.0,
         recycle=-1,
-        pre_ping=False,
+        pre_ping=0.5,
         reset_on_return="rollback",
         use_lifo=False,
         recycle_jitter=0.1,
@@ -66,16 +72,20 @@ def test_reset_modes(mode: str | None) -> None:
 @pytest.mark.parametrize(
     ("health_checks", "options", "expected"),
     [
-        (False, {}, False),
+        (False, {}, 0.5),
         (True, {}, True),
         (True, {"pre_ping": False}, False),
         (False, {"pre_ping": True}, True),
+        (True, {"pre_ping": 2}, 2),
+        (False, {"pre_ping": 0.1}, 0.1),
     ],
 )
 def test_pre_ping_follows_conn_health_checks_unless_set(
-    health_checks: bool, options: dict[str, Any], expected: bool
+    health_checks: bool, options: dict[str, Any], expected: bool | float
 ) -> None:
-    assert config(options, CONN_HEALTH_CHECKS=health_checks).pre_ping is expected
+    pre_ping = config(options, CONN_HEALTH_CHECKS=health_checks).pre_ping
+    assert pre_ping == expected
+    assert type(pre_ping) is type(expected)
 
 
 @pytest.mark.parametrize(
@@ -92,8 +102,11 @@ def test_pre_ping_follows_conn_health_checks_unless_set(
         ("timeout", "30", "a number of seconds > 0"),
         ("recycle", 0, "a number of seconds > 0, or -1 to never recycle"),
         ("recycle", -5, "a number of seconds > 0, or -1 to never recycle"),
-        ("pre_ping", 1, "True or False"),
-        ("pre_ping", "yes", "True or False"),
+        ("pre_ping", 0, PRE_PING_ALLOWED),
+        ("pre_ping", -1, PRE_PING_ALLOWED),
+        ("pre_ping", float("nan"), PRE_PING_ALLOWED),
+        ("pre_ping", "yes", PRE_PING_ALLOWED),
+        ("pre_ping", None, PRE_PING_ALLOWED),
         ("use_lifo", None, "True or False"),
         ("reset_on_return", "DISCARD", "one of 'rollback', 'commit', 'discard', None"),
         ("reset_on_return", True, "one of 'rollback', 'commit', 'discard', None"),
@@ -224,7 +237,7 @@ VALID_VALUE = {
     "max_overflow": st.integers(-1, 100),
     "timeout": st.floats(0.001, 1e6) | st.integers(1, 10**6),
     "recycle": st.just(-1) | st.floats(0.001, 1e6) | st.integers(1, 10**6),
-    "pre_ping": st.booleans(),
+    "pre_ping": st.booleans() | st.floats(0.001, 1e6) | st.integers(1, 10**6),
     "reset_on_return": st.sampled_from(["rollback", "commit", "discard", None]),
     "use_lifo": st.booleans(),
     "recycle_jitter": st.floats(0, 0.999) | st.just(0),
@@ -248,7 +261,9 @@ def is_valid(key: str, value: Any, given: dict[str, Any]) -> bool:
         return number and value > 0
     if key == "recycle":
         return number and (value > 0 or value == -1)
-    if key in {"pre_ping", "use_lifo"}:
+    if key == "pre_ping":
+        return isinstance(value, bool) or (number and value > 0)
+    if key == "use_lifo":
         return isinstance(value, bool)
     if key == "reset_on_return":
         return value in ("rollback", "commit", "discard", None)

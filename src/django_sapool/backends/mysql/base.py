@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from django.db.backends.mysql import base
-from django.db.utils import DatabaseErrorWrapper
-from django.utils.functional import cached_property
 
 from django_sapool import errors
 from django_sapool._drivers import MySQLDriver, mysql_statement_failed
@@ -27,29 +24,15 @@ class ServerUnavailable(errors.ServerUnavailable, _DriverError):  # type: ignore
     """django_sapool.ServerUnavailable as mysqlclient's OperationalError."""
 
 
-class _NotingErrorWrapper(DatabaseErrorWrapper):
-    """Django's error translation, which also tells the pool a statement failed."""
-
-    wrapper: Any  # set by Django's __init__; not in django-stubs
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            return
-        mysql_statement_failed(self.wrapper.connection)
-        super().__exit__(exc_type, exc_value, traceback)
-
-
 class NoteFailuresMixin:
-    """Every query, commit and rollback Django runs passes through this wrapper."""
+    """Notes each failed statement: the status flags may now hide an open
+    transaction (see _drivers.MySQLDriver.in_transaction)."""
 
-    @cached_property
-    def wrap_database_errors(self) -> DatabaseErrorWrapper:
-        return _NotingErrorWrapper(self)
+    connection: Any
+
+    def sapool_statement_failed(self, error: BaseException) -> None:
+        mysql_statement_failed(self.connection)
+        super().sapool_statement_failed(error)  # type: ignore[misc]
 
 
 class DatabaseWrapper(

@@ -6,6 +6,9 @@ end-of-request ``close_if_unusable_or_obsolete()`` instead). Each configuration
 runs in its own process (the PostgreSQL driver is chosen at import), over TCP
 with password authentication, best of several batches. "checkout" is the same
 cycle without the query: the pure cost of getting and giving back a connection.
+"sapool + OpenTelemetry" is sapool after ``django_sapool.opentelemetry.instrument()``
+with the SDK's MeterProvider (an in-memory reader, nothing exported): the
+table's last lines give its cost per checkout + checkin as a ratio.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ CONFIGS: list[tuple[str, str, int | None, dict[str, Any]]] = [
     ("persistent", "stock", None, {}),
     ("django pool", "stock", 0, {"pool": True}),
     ("sapool", "sapool", 0, {}),
+    ("sapool + OpenTelemetry", "sapool-otel", 0, {}),
 ]
 DRIVERS = {"psycopg": "postgresql", "psycopg2": "postgresql", "mysqlclient": "mysql"}
 
@@ -38,6 +42,14 @@ def child() -> None:
 
     django.setup()
     from django.db import connection
+
+    if os.environ.get("SAPOOL_BENCH_OTEL"):
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from django_sapool.opentelemetry import instrument
+
+        instrument(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
     persistent = connection.settings_dict["CONN_MAX_AGE"] is None
     query = "SELECT 1"
@@ -88,7 +100,9 @@ def measure(
         if options.get("pool") and driver != "psycopg":
             continue  # Django's own pool is psycopg 3 only
         engine = (
-            "django_sapool.backends." if kind == "sapool" else "django.db.backends."
+            "django_sapool.backends."
+            if kind.startswith("sapool")
+            else "django.db.backends."
         )
         settings = {
             **database,
@@ -103,6 +117,8 @@ def measure(
             "PYTHONPATH": str(ROOT),
             "DJANGO_SETTINGS_MODULE": "benchmarks.app.settings",
         }
+        if kind == "sapool-otel":
+            env["SAPOOL_BENCH_OTEL"] = "1"
         output = subprocess.run(
             [sys.executable, "-m", "benchmarks.micro", "--child"],
             env=env,
@@ -125,6 +141,16 @@ def table(results: dict[str, list[tuple[str, dict[str, float]]]]) -> str:
         for label, values in rows:
             query, checkout = values["query"], values["checkout"]
             lines.append(f"| {driver} | {label} | {query:.0f} | {checkout:.1f} |")
+    lines.append("")
+    for driver, rows in results.items():
+        by_label = dict(rows)
+        if "sapool" in by_label and "sapool + OpenTelemetry" in by_label:
+            plain = by_label["sapool"]["checkout"]
+            instrumented = by_label["sapool + OpenTelemetry"]["checkout"]
+            lines.append(
+                f"{driver}: OpenTelemetry instrumented / not, checkout + checkin: "
+                f"x{instrumented / plain:.2f} ({instrumented - plain:+.1f} µs)"
+            )
     return "\n".join(lines) + "\n"
 
 

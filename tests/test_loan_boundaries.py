@@ -229,7 +229,8 @@ def test_prewarm_opens_idle_connections_at_the_first_checkout(
     wrapper = alias.wrapper()
     backend_id(wrapper)
     stats = django_sapool.get_stats(alias.name)
-    assert (stats["connections_num"], stats["pool_available"], stats["pool_used"]) == (3, 2, 1)
+    figures = (stats["connections_num"], stats["pool_available"], stats["pool_used"])
+    assert figures == (3, 2, 1)
     wrapper.close()
 
 

@@ -1,4 +1,4 @@
-"""OpenTelemetry connection-pool metrics: ``pip install "django-sapool[opentelemetry]"``.
+"""OpenTelemetry pool metrics: ``pip install "django-sapool[opentelemetry]"``.
 
 ``django_sapool.opentelemetry.instrument()`` once per process, anywhere
 (settings, an ``AppConfig.ready()``, gunicorn's ``post_fork``): from then on

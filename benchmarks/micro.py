@@ -32,6 +32,7 @@ CONFIGS: list[tuple[str, str, int | None, dict[str, Any]]] = [
     ("django pool", "stock", 0, {"pool": True}),
     ("sapool", "sapool", 0, {}),
     ("sapool + OpenTelemetry", "sapool-otel", 0, {}),
+    ("sapool + OpenTelemetry, no-op provider", "sapool-otel-noop", 0, {}),
 ]
 DRIVERS = {"psycopg": "postgresql", "psycopg2": "postgresql", "mysqlclient": "mysql"}
 
@@ -43,13 +44,18 @@ def child() -> None:
     django.setup()
     from django.db import connection
 
-    if os.environ.get("SAPOOL_BENCH_OTEL"):
+    otel = os.environ.get("SAPOOL_BENCH_OTEL")
+    if otel:
+        from opentelemetry.metrics import NoOpMeterProvider
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         from django_sapool.opentelemetry import instrument
 
-        instrument(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        if otel == "noop":  # the hooks' own cost: every record() does nothing
+            instrument(NoOpMeterProvider())
+        else:
+            instrument(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
     persistent = connection.settings_dict["CONN_MAX_AGE"] is None
     query = "SELECT 1"
@@ -117,8 +123,8 @@ def measure(
             "PYTHONPATH": str(ROOT),
             "DJANGO_SETTINGS_MODULE": "benchmarks.app.settings",
         }
-        if kind == "sapool-otel":
-            env["SAPOOL_BENCH_OTEL"] = "1"
+        if kind.startswith("sapool-otel"):
+            env["SAPOOL_BENCH_OTEL"] = "noop" if kind.endswith("noop") else "sdk"
         output = subprocess.run(
             [sys.executable, "-m", "benchmarks.micro", "--child"],
             env=env,
@@ -144,11 +150,16 @@ def table(results: dict[str, list[tuple[str, dict[str, float]]]]) -> str:
     lines.append("")
     for driver, rows in results.items():
         by_label = dict(rows)
-        if "sapool" in by_label and "sapool + OpenTelemetry" in by_label:
+        for label in (
+            "sapool + OpenTelemetry",
+            "sapool + OpenTelemetry, no-op provider",
+        ):
+            if "sapool" not in by_label or label not in by_label:
+                continue
             plain = by_label["sapool"]["checkout"]
-            instrumented = by_label["sapool + OpenTelemetry"]["checkout"]
+            instrumented = by_label[label]["checkout"]
             lines.append(
-                f"{driver}: OpenTelemetry instrumented / not, checkout + checkin: "
+                f"{driver}: {label} / sapool, checkout + checkin: "
                 f"x{instrumented / plain:.2f} ({instrumented - plain:+.1f} µs)"
             )
     return "\n".join(lines) + "\n"

@@ -50,7 +50,7 @@ class Reading:
                     self.points[metric.name] = [
                         point
                         for point in metric.data.data_points
-                        if point.attributes.get(POOL_NAME) == alias
+                        if (point.attributes or {}).get(POOL_NAME) == alias
                     ]
 
     def value(self, name: str, **attributes: str) -> Any:

@@ -98,9 +98,9 @@ def test_histograms_count_checkouts_connects_and_returns(
 @pytest.mark.direct_server
 @pytest.mark.faults
 def test_gunicorn_metrics_show_every_worker(
-    spawn: Callable[..., Program],
-    sessions: Sessions,
-    tmp_path: Path,  # noqa: F811
+    spawn: Callable[..., Program],  # noqa: F811 - the recipes' fixture
+    sessions: Sessions,  # noqa: F811 - the recipes' fixture
+    tmp_path: Path,
 ) -> None:
     need_module("gunicorn")
     metrics_dir = tmp_path / "prometheus"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connections
 
 import django_sapool
+from django_sapool._events import EVENTS
 from django_sapool.stats import COUNTERS, DESCRIPTIONS, GAUGES, PSYCOPG_KEYS
-from tests.server import backend_id
+from tests.server import Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,3 +97,42 @@ def test_a_connection_broken_after_an_error_is_a_bad_return(pool_alias: Any) -> 
     assert stats["returns_bad"] == 1
     assert stats["connections_lost"] == 0
     assert stats["pool_size"] == 0
+
+
+def test_readme_and_docs_list_every_key_and_event() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    for key in (*GAUGES, *COUNTERS):
+        assert f"| `{key}` |" in readme, key
+    docs = (root / "docs" / "observability.md").read_text()
+    for name, level in EVENTS.items():
+        assert f"| `{name}` | {level} |" in docs, name
+
+
+def test_operator_events_carry_the_alias_and_their_documented_level(
+    pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
+) -> None:
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.1, pre_ping=True)
+    caplog.set_level(logging.INFO, logger="django_sapool")
+    holder = alias.wrapper()
+    session = backend_id(holder)
+    with pytest.raises(django_sapool.PoolTimeout):
+        alias.wrapper().connect()
+    holder.close()
+    observer.kill(session)  # the pre-ping finds it gone: discarded as lost
+    backend_id(holder)
+    holder.close()
+    events = [
+        record
+        for record in caplog.records
+        if getattr(record, "sapool_alias", None) == alias.name
+    ]
+    seen = {record.sapool_event: record for record in events}  # type: ignore[attr-defined]
+    assert {"pool_created", "pool_exhausted", "connection_discarded"} <= set(seen)
+    assert seen["connection_discarded"].sapool_reason == "lost"  # type: ignore[attr-defined]
+    for name, record in seen.items():
+        assert record.levelname == EVENTS[name], name
+    password = alias.settings_dict["PASSWORD"]
+    if password:
+        for record in events:
+            assert password not in str(vars(record)), record

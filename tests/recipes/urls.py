@@ -4,14 +4,14 @@ from django.urls import path
 
 from tests.recipes import views
 
-try:  # the Prometheus recipe (tests/test_prometheus_metrics.py)
-    from django_sapool.prometheus import metrics_view
-except ImportError:  # prometheus_client is not installed
-    metrics_view = None
-
 urlpatterns = [
     path("backend/", views.backend),
     path("backend-async/", views.backend_async),
 ]
-if metrics_view is not None:
+
+try:  # the Prometheus recipe (tests/test_prometheus_metrics.py)
+    from django_sapool.prometheus import metrics_view
+except ImportError:  # prometheus_client is not installed
+    pass
+else:
     urlpatterns.append(path("metrics/", metrics_view))

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from django_sapool.prometheus import register
 from tests.server import Observer, backend_id
+from tests.test_prometheus_metrics import forget_registration  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

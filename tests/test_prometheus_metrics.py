@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import django_sapool
+from django_sapool import prometheus
+from django_sapool._pool import remove_listener
 from django_sapool.prometheus import BUCKETS, register
 from tests.private_server import free_port
 from tests.server import Observer, backend_id
@@ -34,6 +36,16 @@ from tests.test_recipes import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def forget_registration() -> Iterator[None]:
+    """register() hooks every pool of the process: undo it for the next tests."""
+    yield
+    if prometheus._histograms is not None:
+        remove_listener(prometheus._histograms)
+        prometheus._histograms = None
+    prometheus._collectors.clear()
 
 
 def samples(text: str, name: str) -> dict[str, float]:

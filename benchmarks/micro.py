@@ -6,6 +6,9 @@ end-of-request ``close_if_unusable_or_obsolete()`` instead). Each configuration
 runs in its own process (the PostgreSQL driver is chosen at import), over TCP
 with password authentication, best of several batches. "checkout" is the same
 cycle without the query: the pure cost of getting and giving back a connection.
+"sapool + OpenTelemetry" is sapool after ``django_sapool.opentelemetry.instrument()``
+with the SDK's MeterProvider (an in-memory reader, nothing exported): the
+table's last lines give its cost per checkout + checkin as a ratio.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ CONFIGS: list[tuple[str, str, int | None, dict[str, Any]]] = [
     ("persistent", "stock", None, {}),
     ("django pool", "stock", 0, {"pool": True}),
     ("sapool", "sapool", 0, {}),
+    ("sapool + OpenTelemetry", "sapool-otel", 0, {}),
+    ("sapool + OpenTelemetry, no-op provider", "sapool-otel-noop", 0, {}),
 ]
 DRIVERS = {"psycopg": "postgresql", "psycopg2": "postgresql", "mysqlclient": "mysql"}
 
@@ -38,6 +43,19 @@ def child() -> None:
 
     django.setup()
     from django.db import connection
+
+    otel = os.environ.get("SAPOOL_BENCH_OTEL")
+    if otel:
+        from opentelemetry.metrics import NoOpMeterProvider
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from django_sapool.opentelemetry import instrument
+
+        if otel == "noop":  # the hooks' own cost: every record() does nothing
+            instrument(NoOpMeterProvider())
+        else:
+            instrument(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
     persistent = connection.settings_dict["CONN_MAX_AGE"] is None
     query = "SELECT 1"
@@ -88,7 +106,9 @@ def measure(
         if options.get("pool") and driver != "psycopg":
             continue  # Django's own pool is psycopg 3 only
         engine = (
-            "django_sapool.backends." if kind == "sapool" else "django.db.backends."
+            "django_sapool.backends."
+            if kind.startswith("sapool")
+            else "django.db.backends."
         )
         settings = {
             **database,
@@ -103,6 +123,8 @@ def measure(
             "PYTHONPATH": str(ROOT),
             "DJANGO_SETTINGS_MODULE": "benchmarks.app.settings",
         }
+        if kind.startswith("sapool-otel"):
+            env["SAPOOL_BENCH_OTEL"] = "noop" if kind.endswith("noop") else "sdk"
         output = subprocess.run(
             [sys.executable, "-m", "benchmarks.micro", "--child"],
             env=env,
@@ -125,6 +147,21 @@ def table(results: dict[str, list[tuple[str, dict[str, float]]]]) -> str:
         for label, values in rows:
             query, checkout = values["query"], values["checkout"]
             lines.append(f"| {driver} | {label} | {query:.0f} | {checkout:.1f} |")
+    lines.append("")
+    for driver, rows in results.items():
+        by_label = dict(rows)
+        for label in (
+            "sapool + OpenTelemetry",
+            "sapool + OpenTelemetry, no-op provider",
+        ):
+            if "sapool" not in by_label or label not in by_label:
+                continue
+            plain = by_label["sapool"]["checkout"]
+            instrumented = by_label[label]["checkout"]
+            lines.append(
+                f"{driver}: {label} / sapool, checkout + checkin: "
+                f"x{instrumented / plain:.2f} ({instrumented - plain:+.1f} µs)"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from django_sapool.prometheus import register
 from tests.support.pool_alias import PoolAliasFactory
 from tests.support.server import Observer, backend_id
+from tests.test_prometheus_metrics import forget_registration  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +43,7 @@ def test_scrape_shows_checkouts_and_the_servers_sessions(
     text = generate_latest(registry).decode()
     assert sample(text, "django_sapool_requests_num_total", alias.name) == 3
     assert sample(text, "django_sapool_connections_num_total", alias.name) == 1
-    open_now = sample(text, "django_sapool_connections_open", alias.name)
+    open_now = sample(text, "django_sapool_pool_size", alias.name)
     assert open_now == len(observer.alive(seen)) == 1
-    assert sample(text, "django_sapool_checked_out", alias.name) == 0
-    assert "# HELP django_sapool_checked_out connections lent to Django now" in text
+    assert sample(text, "django_sapool_pool_used", alias.name) == 0
+    assert "# HELP django_sapool_pool_used connections lent to Django now" in text

@@ -125,7 +125,7 @@ def restart_under_load(
             if pause:
                 running.clear()
                 time.sleep(0.1)  # requests under way end
-            stale = django_sapool.get_stats(alias.name)["connections_open"]
+            stale = django_sapool.get_stats(alias.name)["pool_size"]
             server.stop()
             time.sleep(0.5)  # down: requests meanwhile fail, quickly
             server.start()  # returns once the server accepts connections

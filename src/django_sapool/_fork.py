@@ -98,7 +98,12 @@ def _move_to(pid: int) -> None:
             keep_forever(list(_pinned), [ref() for ref in list(lent.values())])
             _pinned.clear()
             lent.clear()
-            logger.info("Fork detected: process %d forgot its parent's pools", pid)
+            logger.info(
+                "Fork detected: process %d forgot its parent's pools",
+                pid,
+                # The fields of _events.log_fields(); this module imports nothing.
+                extra={"sapool_event": "fork_detected", "sapool_alias": None},
+            )
             for callback in _callbacks:
                 try:
                     callback()

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._events import log_fields
+
 logger = logging.getLogger("django_sapool")
 
 _T = TypeVar("_T")
@@ -182,13 +184,18 @@ class ConnectGate:
                 self._error = _describe(error)
             self._changed.notify_all()
         if opened:
-            logger.info("Alias %r: connected again; the gate is open", self.alias)
+            logger.info(
+                "Alias %r: connected again; the gate is open",
+                self.alias,
+                extra=log_fields("connect_recovered", self.alias),
+            )
         if closed:
             logger.warning(
                 "Alias %r: connecting failed (%s); until a connect succeeds, "
                 "one checkout at a time tries again",
                 self.alias,
                 self._error,
+                extra=log_fields("connect_failing", self.alias, error=self._error),
             )
 
     def _verdict_failed(self) -> str:

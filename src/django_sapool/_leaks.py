@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _fork
+from ._events import log_fields
 
 logger = logging.getLogger("django_sapool")
 
@@ -170,6 +171,12 @@ def _report(leak_watch: LeakWatch, loan: Loan, now: float) -> None:
         leak_watch.limit,
         loan.thread,
         "".join(loan.stack.format()).rstrip(),
+        extra=log_fields(
+            "connection_leaked",
+            leak_watch.alias,
+            held_seconds=round(now - loan.started, 1),
+            thread=loan.thread,
+        ),
     )
 
 

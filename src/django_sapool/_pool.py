@@ -23,6 +23,7 @@ from sqlalchemy import create_pool_from_url, event
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from . import _fork
+from ._events import log_fields
 from ._gate import ConnectGate, Unreachable
 from ._leaks import LeakWatch
 from ._reaper import reaper
@@ -51,6 +52,8 @@ RETURNED = "django_sapool.returned"
 #: its next connection replaces a broken one rather than recycling an old one.
 OPENED = "django_sapool.opened"
 INVALIDATED = "django_sapool.invalidated"
+#: record.info key, only while a listener is registered: (listeners, when lent).
+LENT_AT = "django_sapool.lent_at"
 
 
 class Borrower(Protocol):
@@ -62,8 +65,40 @@ class Borrower(Protocol):
     def sapool_open_connection(self, conn_params: dict[str, Any]) -> Any: ...
 
 
+class PoolListener(Protocol):
+    """Told of each pool event that metrics need (OpenTelemetry, Prometheus).
+
+    Called in the thread of the event, synchronously: cheap calls only.
+    ``failure`` is None, "requests_errors" or "requests_timeouts".
+    """
+
+    def checkout_ended(
+        self, pool: DatabasePool, waited: float, failure: str | None
+    ) -> None: ...
+
+    def connected(self, pool: DatabasePool, seconds: float) -> None: ...
+
+    def returned(self, pool: DatabasePool, used: float) -> None: ...
+
+
+def add_listener(listener: PoolListener) -> None:
+    """From now on, every pool of the process tells ``listener`` (once)."""
+    if listener not in DatabasePool.listeners:
+        DatabasePool.listeners = (*DatabasePool.listeners, listener)
+
+
+def remove_listener(listener: PoolListener) -> None:
+    DatabasePool.listeners = tuple(
+        known for known in DatabasePool.listeners if known is not listener
+    )
+
+
 class DatabasePool:
     """A QueuePool for one alias and connect-parameter set, owned by one process."""
+
+    #: Every pool's listeners (add_listener). Empty, the usual case, the
+    #: hooks cost one attribute check per checkout and per return.
+    listeners: ClassVar[tuple[PoolListener, ...]] = ()
 
     def __init__(
         self,
@@ -116,6 +151,8 @@ class DatabasePool:
         assert isinstance(pool, _QueuePool)
         pool.returned_unreset = self._returned_unreset
         self._pool = pool
+        # The idle connections: a checkout that finds none is "queued".
+        self._idle: Any = getattr(pool._pool, "queue", (None,))
         event.listen(self._pool, "invalidate", self._on_invalidate)
         self._reset_mode = config.reset_on_return
         self._timeout_error = timeout_error
@@ -134,12 +171,19 @@ class DatabasePool:
         if config.pre_ping and config.ping_timeout is not None:
             self._bound_pings(self._dialect)
         self.stats = stats_for(alias)
+        self.stats.config = config
         self._leaks = (
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
         )
         self._prewarm_pending = config.prewarm > 1
         reaper.start()
-        logger.info("Pool created for alias %r (%s): %s", alias, description, config)
+        logger.info(
+            "Pool created for alias %r (%s): %s",
+            alias,
+            description,
+            config,
+            extra=log_fields("pool_created", alias),
+        )
 
     def __repr__(self) -> str:
         return f"<DatabasePool alias={self.alias!r} {self.description} {self.status()}>"
@@ -158,12 +202,12 @@ class DatabasePool:
         else:
             idle = sum(1 for record in list(queue) if record.dbapi_connection)
         return {
-            "pool_size": config.pool_size,
+            "pool_min": config.pool_size,
             "pool_max": config.pool_max,
-            "connections_open": checked_out + idle,
-            "checked_out": checked_out,
-            "idle": idle,
-            "overflow": max(0, pool.overflow()),
+            "pool_size": checked_out + idle,
+            "pool_available": idle,
+            "pool_used": checked_out,
+            "pool_overflow": max(0, pool.overflow()),
         }
 
     def checkout(
@@ -173,6 +217,8 @@ class DatabasePool:
         stats = self.stats
         failure: str | None = "requests_errors"
         stats.waiting.append(None)
+        if not self._idle:  # no idle connection when it began: it queues
+            stats.add("requests_queued")
         started = time.monotonic()
         self._connecting.borrower = (borrower, conn_params, started)
         try:
@@ -191,17 +237,24 @@ class DatabasePool:
         except sqlalchemy.exc.TimeoutError:
             failure = "requests_timeouts"
             error = self._exhausted(time.monotonic() - started)
-            logger.warning("%s", error)
+            logger.warning("%s", error, extra=log_fields("pool_exhausted", self.alias))
             raise error from None
         except BaseException as exc:
             raise _from_the_creator(exc)  # noqa: B904 - the same exception
         finally:
             self._connecting.borrower = None
+            ended = time.monotonic()
             stats.waiting.pop()
             waits = stats.waits
-            waits.append(time.monotonic() - started)
+            waits.append(ended - started)
             if failure is not None or len(waits) >= FOLD_AT:
                 stats.checkout_ended(failure)
+            listeners = self.listeners
+            if listeners:
+                for listener in listeners:
+                    listener.checkout_ended(self, ended - started, failure)
+        if listeners:
+            proxied.info[LENT_AT] = (listeners, ended)
         _fork.lent[id(proxied)] = weakref.ref(proxied)
         if self._leaks is not None:
             self._leaks.lent(proxied)
@@ -244,9 +297,12 @@ class DatabasePool:
         Only for connections lent by this process (the wrapper checks).
         """
         _fork.lent.pop(id(proxied), None)
+        if self.listeners:
+            self._report_return(proxied)
         if self._leaks is not None:
             self._leaks.returned(proxied)
         if discard:
+            self.stats.add("returns_bad")
             proxied.invalidate(_Unusable("Django found it unusable after an error"))
             return
         info = proxied.info
@@ -263,14 +319,31 @@ class DatabasePool:
                 info[RETURNED] = time.monotonic()
             proxied.close()
         else:
+            if not self.disposed:
+                self.stats.add("returns_bad")
             proxied.invalidate()
+
+    def _report_return(self, proxied: PoolProxiedConnection) -> None:
+        """Tell the listeners how long the connection was lent."""
+        lent = proxied.info.pop(LENT_AT, None)
+        listeners = self.listeners
+        if lent is None or lent[0] is not listeners:
+            return  # lent before these listeners came: its loan is unknown
+        used = time.monotonic() - lent[1]
+        for listener in listeners:
+            listener.returned(self, used)
 
     def dispose(self) -> None:
         """Close idle connections; those still lent are closed when returned."""
         self.disposed = True
         if not _fork.inherited(self.pid):
             self._pool.dispose()
-        logger.info("Pool disposed for alias %r (%s)", self.alias, self.description)
+        logger.info(
+            "Pool disposed for alias %r (%s)",
+            self.alias,
+            self.description,
+            extra=log_fields("pool_disposed", self.alias),
+        )
 
     def _open(self, record: ConnectionPoolEntry) -> Any:
         borrower_and_params = getattr(self._connecting, "borrower", None)
@@ -289,12 +362,17 @@ class DatabasePool:
         except Unreachable as verdict:
             raise self._unavailable_error(str(verdict)) from None
         except BaseException:
-            self.stats.add("connections_errors")
+            if started:  # an attempt was made (the gate may have said no first)
+                self.stats.add("connections_num")
+                self.stats.add("connections_errors")
             raise
+        took = time.monotonic() - started
         stats, slot = self.stats, record.record_info
         assert slot is not None
         stats.add("connections_num")
-        stats.add("connections_ms", (time.monotonic() - started) * 1000)
+        stats.add("connections_ms", took * 1000)
+        for listener in self.listeners:
+            listener.connected(self, took)
         if slot.get(OPENED) and not slot.pop(INVALIDATED, False):
             stats.add("connections_recycled")
         slot[OPENED] = True
@@ -340,6 +418,7 @@ class DatabasePool:
                 "replacing every connection opened before it",
                 self.alias,
                 started - returned,
+                extra=log_fields("connection_discarded", self.alias, reason="lost"),
             )
             # Invalidates it (logged, counted) and gives its slot back.
             self._pool._invalidate(proxied, error)
@@ -361,7 +440,8 @@ class DatabasePool:
         connection = proxied.dbapi_connection
         if connection is None or not isinstance(error, self._driver_error):
             return
-        if self.driver.refuses_writes(error, connection):
+        refuses_writes = self.driver.refuses_writes(error, connection)
+        if refuses_writes:
             reason = "the server no longer takes writes"
         elif self._dialect.is_disconnect(error, connection, None):
             reason = "the connection to the server was lost"
@@ -377,6 +457,12 @@ class DatabasePool:
             reason,
             type(error).__name__,
             str(error).strip(),
+            extra=log_fields(
+                "failover_detected" if refuses_writes else "connection_discarded",
+                self.alias,
+                reason="refuses_writes" if refuses_writes else "lost",
+                error=type(error).__name__,
+            ),
         )
 
     def is_stale(self, proxied: PoolProxiedConnection) -> bool:
@@ -513,12 +599,16 @@ class DatabasePool:
             if in_transaction is False and mode != "discard" and not named_cursors:
                 return True
             if mode is None and in_transaction is not False:
-                self.stats.add("reset_failures")
                 logger.warning(
                     "Alias %r: connection returned inside a transaction (or "
                     "with its state unknown after an error) with "
                     "reset_on_return=None; closing it instead of pooling it",
                     self.alias,
+                    extra=log_fields(
+                        "connection_discarded",
+                        self.alias,
+                        reason="returned_in_transaction",
+                    ),
                 )
                 return False
             # A round trip: time it, but never cut a commit short (the client
@@ -539,17 +629,20 @@ class DatabasePool:
             return self._reset_failed(exc)
         finally:
             cut = call is not None and watchdog.finish(call)
-        if cut:  # succeeded right at its deadline, but the socket is shut down
-            self.stats.add("reset_failures")
-        return not cut
+        return not cut  # cut: it succeeded at its deadline, but the socket is shut
 
     def _reset_failed(self, error: BaseException) -> bool:
-        self.stats.add("reset_failures")
         logger.warning(
             "Alias %r: resetting a returned connection failed (%s: %s); closing it",
             self.alias,
             type(error).__name__,
             error,
+            extra=log_fields(
+                "connection_discarded",
+                self.alias,
+                reason="reset_failed",
+                error=type(error).__name__,
+            ),
         )
         return False
 
@@ -579,12 +672,22 @@ class DatabasePool:
             record.record_info[INVALIDATED] = True
         if error is None:  # a failed reset (logged) or a disposed pool's return
             return
-        self.stats.add("connections_invalidated")
+        if isinstance(error, _Unusable):
+            reason = "unusable_after_error"  # counted in returns_bad
+        else:
+            reason = "lost"  # failed pre-ping, or a disconnect at checkout
+            self.stats.add("connections_lost")
         logger.warning(
             "Alias %r: connection discarded, never to be lent again (%s: %s)",
             self.alias,
             type(error).__name__,
             error,
+            extra=log_fields(
+                "connection_discarded",
+                self.alias,
+                reason=reason,
+                error=type(error).__name__,
+            ),
         )
 
     def _exhausted(self, waited: float) -> PoolTimeout:

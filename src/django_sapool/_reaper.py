@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from . import _fork
+from ._events import log_fields
 
 logger = logging.getLogger("django_sapool")
 
@@ -73,6 +74,7 @@ class Reaper:
                 "thread that ended without closing it?) was garbage-collected; "
                 "the connection was closed and its pool slot freed",
                 alias,
+                extra=log_fields("connection_abandoned", alias),
             )
             del connection
 

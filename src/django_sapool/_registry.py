@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import _fork
+from ._events import log_fields
 
 if TYPE_CHECKING:
     from ._pool import DatabasePool
@@ -46,7 +47,9 @@ def get_or_create(
             replaced = [_pools.pop(k) for k in stale]
     for old in replaced:
         logger.info(
-            "Alias %r: connect settings changed; the previous pool is disposed", alias
+            "Alias %r: connect settings changed; the previous pool is disposed",
+            alias,
+            extra=log_fields("pool_replaced", alias),
         )
         old.dispose()
     return pool

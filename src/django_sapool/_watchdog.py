@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from . import _fork
+from ._events import log_fields
 
 logger = logging.getLogger("django_sapool")
 
@@ -132,6 +133,9 @@ class Watchdog:
                 "was cut and will be discarded",
                 alias,
                 what,
+                extra=log_fields(
+                    "connection_discarded", alias, reason="ping_timeout", during=what
+                ),
             )
 
 

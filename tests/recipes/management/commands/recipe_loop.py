@@ -69,8 +69,8 @@ class Command(BaseCommand):
                     "backends": sorted(set(seen)),
                     "iterations": len(seen),
                     "errors": [repr(error) for error in errors],
-                    "checked_out": stats["checked_out"],
-                    "connections_open": stats["connections_open"],
+                    "checked_out": stats["pool_used"],
+                    "connections_open": stats["pool_size"],
                 }
             )
         )

@@ -36,7 +36,10 @@ from tests.support.server import Observer
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 # direct_server: the private servers are reached directly, never through PgBouncer.
-pytestmark = [pytest.mark.faults, pytest.mark.direct_server]
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.direct_server(reason="private servers behind a proxy"),
+]
 
 VENDOR = test_settings.VENDOR
 #: The application's account: no SUPER, no READ_ONLY ADMIN on MariaDB (those

@@ -87,8 +87,7 @@ def reader() -> Iterator[InMemoryMetricReader]:
         provider.shutdown()
 
 
-# direct_server: counts the server sessions the pool opened.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="counts the server sessions the pool opened")
 def test_instruments_match_the_server(
     reader: InMemoryMetricReader, pool_alias: Any, observer: Observer
 ) -> None:

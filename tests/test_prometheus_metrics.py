@@ -73,8 +73,7 @@ def test_register_twice_does_not_raise() -> None:
     generate_latest(registry)  # no DuplicateTimeseries either at scrape time
 
 
-# direct_server: counts the server sessions the pool opened.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="counts the server sessions the pool opened")
 def test_histograms_count_checkouts_connects_and_returns(
     pool_alias: Any, observer: Observer
 ) -> None:
@@ -104,7 +103,7 @@ def test_histograms_count_checkouts_connects_and_returns(
 # gunicorn with 2 workers, prometheus_client's multiprocess mode ----------------
 
 
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="matches each worker's pool with its server sessions")
 @pytest.mark.faults
 def test_gunicorn_metrics_show_every_worker(
     spawn: Callable[..., Program],

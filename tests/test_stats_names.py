@@ -65,8 +65,7 @@ def test_a_configured_alias_reports_its_sizes_before_its_first_checkout(
     assert stats["pool_size"] == stats["pool_available"] == stats["pool_used"] == 0
 
 
-# direct_server: counts connect attempts to the server itself.
-@pytest.mark.direct_server
+@pytest.mark.direct_server(reason="counts connect attempts to the server itself")
 def test_failed_connects_count_as_attempts_and_as_request_errors(
     pool_alias: Any,
 ) -> None:

@@ -1,10 +1,30 @@
-"""Development sessions: ``nox -s tests`` is the test command (README, CI)."""
+"""Development sessions: ``nox -s tests`` is the test command (README, CI).
+
+The suite sessions (tests, faults, matrix, pgbouncer) share ``_suite``: install
+the package with the drivers' extras and the test groups, then run the suite
+once per driver, with ``PYTHONDEVMODE=1`` (pytest makes a ResourceWarning an
+error: a connection left open fails the run).
+
+Dependency groups (pyproject.toml): ``test`` is pytest and what the tests
+import; ``recipes`` is the servers tests/test_recipes.py starts (gunicorn,
+uWSGI, Celery, uvicorn). uWSGI compiles from source, so ``pip install --group
+test`` alone gives a quick setup whose recipe tests skip, saying why. The
+sessions that run the whole suite (tests, faults, matrix) install both: the
+README's command runs every test, and under CI=true a skip is a failure. pip
+keeps the uWSGI wheel it built, so it compiles once per machine and Python.
+pgbouncer installs ``test`` alone: the recipe tests never run behind PgBouncer.
+
+``nox -s tests`` also measures line coverage of the installed package, all
+drivers combined, and fails under the floor in pyproject.toml when it ran the
+whole suite (no arguments after ``--``, every driver).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 
 import nox
 
@@ -31,6 +51,38 @@ MATRIX = [
     nox.param("3.13", "6.0", "2.0", id="py3.13-django6.0-sa2.0"),
     nox.param("3.13", "6.1", "2.1", id="py3.13-django6.1-sa2.1", tags=["ci"]),
 ]
+
+
+def _suite(
+    session: nox.Session,
+    *command: str,
+    drivers: Sequence[str] = DRIVERS,
+    recipes: bool = True,
+    install: Sequence[str] = (),
+) -> list[str]:
+    """Install the package and the test groups, run ``command`` once per driver.
+
+    ``command`` (pytest unless given) gets the arguments after ``--``; a
+    ``{driver}`` in it becomes the driver's name, which is also in
+    SAPOOL_TEST_DRIVER. SAPOOL_TEST_DRIVERS=a,b runs a subset of ``drivers``.
+    Returns the drivers run.
+    """
+    _system_packages(session, mysqlclient="mysqlclient" in drivers, recipes=recipes)
+    groups = ("test", "recipes") if recipes else ("test",)
+    session.install(
+        f".[{','.join(drivers)}]",
+        *install,
+        *nox.project.dependency_groups(PYPROJECT, *groups),
+    )
+    chosen = [d for d in _drivers() if d in drivers]
+    for driver in chosen:
+        session.log(f"--- driver: {driver}")
+        session.run(
+            *[part.format(driver=driver) for part in command or ("pytest",)],
+            *session.posargs,
+            env={"SAPOOL_TEST_DRIVER": driver, "PYTHONDEVMODE": "1"},
+        )
+    return chosen
 
 
 def _drivers() -> list[str]:
@@ -85,15 +137,94 @@ def _system_packages(
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the real servers, once per driver."""
-    _system_packages(session)
+    """Run the test suite against the real servers, once per driver, with coverage."""
+    data = os.path.join(session.create_tmp(), "coverage")
+    shutil.rmtree(data, ignore_errors=True)  # a previous run's figures
+    os.makedirs(data)
+    session.env["COVERAGE_FILE"] = os.path.join(data, ".coverage")
+    install = nox.project.dependency_groups(PYPROJECT, "coverage")
+    drivers = _suite(session, "coverage", "run", "-m", "pytest", install=install)
+    session.run("coverage", "combine", "--quiet")
+    whole = not session.posargs and len(drivers) == len(DRIVERS)
+    session.run("coverage", "report", *([] if whole else ["--fail-under=0"]))
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault scenarios alone, with their figures, once per driver."""
+    _suite(session, "pytest", "-m", "faults", "-s")
+
+
+@nox.session
+@nox.parametrize(("python", "django", "sqlalchemy"), MATRIX)
+def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
+    """The test suite on one Python x Django x SQLAlchemy combination, all drivers.
+
+    Interpreters come from PATH: with pyenv, expose them all first, e.g.
+    ``pyenv global 3.11 3.10 3.12 3.13`` (or PYENV_VERSION=3.11:3.10:3.12:3.13).
+    """
+    _suite(session, install=[f"django=={django}.*", f"sqlalchemy=={sqlalchemy}.*"])
+
+
+@nox.session
+def pgbouncer(session: nox.Session) -> None:
+    """The test suite through PgBouncer, transaction and session mode.
+
+    Needs the pgbouncer binary (Debian package pgbouncer); see docs/pgbouncer.md.
+    """
+    _suite(
+        session,
+        "python", "-m", "tests.run_behind_pgbouncer", "--drivers={driver}",
+        drivers=("psycopg", "psycopg2"), recipes=False,
+    )  # fmt: skip
+
+
+@nox.session
+def django(session: nox.Session) -> None:
+    """Run Django's own test suite on our backends, beside Django's (long).
+
+    SAPOOL_DJANGO picks the Django version (a pip specifier, e.g. "==4.2.*");
+    arguments go to django_suite/run.py (--ci, --drivers, --apps, --gis).
+    """
+    _system_packages(session, recipes=False)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
-        *nox.project.dependency_groups(PYPROJECT, "test"),
+        f"django{os.environ.get('SAPOOL_DJANGO', '')}",
+        *nox.project.dependency_groups(PYPROJECT, "django-suite"),
     )
-    for driver in _drivers():
-        session.log(f"--- driver: {driver}")
-        session.run("pytest", *session.posargs, env={"SAPOOL_TEST_DRIVER": driver})
+    session.run("python", "-m", "django_suite.run", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def mypy(session: nox.Session) -> None:
+    """Type-check the package and the tests (strict)."""
+    # django-stubs' plugin sets Django up, which loads the test settings' backend.
+    session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
+    session.run(
+        "mypy",
+        "django_sapool",
+        "tests",
+        "benchmarks",
+        "django_suite",
+        "examples/demo.py",
+        "noxfile.py",
+        "tools",
+    )
+
+
+@nox.session
+def sdist(session: nox.Session) -> None:
+    """Build the sdist and check it ships every tracked file and nothing else."""
+    session.install("build", *PYPROJECT["build-system"]["requires"])
+    session.run("python", "tools/check_sdist.py", "--no-isolation")
 
 
 @nox.session
@@ -112,35 +243,6 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
-def pgbouncer(session: nox.Session) -> None:
-    """The test suite through PgBouncer, transaction and session mode.
-
-    Needs the pgbouncer binary (Debian package pgbouncer); see docs/pgbouncer.md.
-    """
-    _system_packages(session, mysqlclient=False)
-    session.install(
-        ".[psycopg,psycopg2]", *nox.project.dependency_groups(PYPROJECT, "test")
-    )
-    session.run("python", "-m", "tests.run_behind_pgbouncer", *session.posargs)
-
-
-@nox.session
-def faults(session: nox.Session) -> None:
-    """The fault scenarios alone, with their figures, once per driver."""
-    _system_packages(session)
-    session.install(
-        ".[psycopg,psycopg2,mysqlclient]",
-        *nox.project.dependency_groups(PYPROJECT, "test"),
-    )
-    for driver in _drivers():
-        session.log(f"--- driver: {driver}")
-        session.run(
-            "pytest", "-m", "faults", "-s", *session.posargs,
-            env={"SAPOOL_TEST_DRIVER": driver},
-        )  # fmt: skip
-
-
-@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark pooled and unpooled configurations side by side (several minutes)."""
     _system_packages(session, recipes=False)
@@ -154,71 +256,3 @@ def bench(session: nox.Session) -> None:
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
     session.run("python", "-m", "benchmarks.micro")
-
-
-@nox.session
-def django(session: nox.Session) -> None:
-    """Run Django's own test suite on our backends, beside Django's (long).
-
-    SAPOOL_DJANGO picks the Django version (a pip specifier, e.g. "==4.2.*");
-    arguments go to django_suite/run.py (--ci, --drivers, --apps).
-    """
-    _system_packages(session, recipes=False)
-    session.install(
-        ".[psycopg,psycopg2,mysqlclient]",
-        f"django{os.environ.get('SAPOOL_DJANGO', '')}",
-        *nox.project.dependency_groups(PYPROJECT, "django-suite"),
-    )
-    session.run("python", "-m", "django_suite.run", *session.posargs)
-
-
-@nox.session
-@nox.parametrize(("python", "django", "sqlalchemy"), MATRIX)
-def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
-    """The test suite on one Python x Django x SQLAlchemy combination, all drivers.
-
-    Interpreters come from PATH: with pyenv, expose them all first, e.g.
-    ``pyenv global 3.11 3.10 3.12 3.13`` (or PYENV_VERSION=3.11:3.10:3.12:3.13).
-    """
-    _system_packages(session)
-    session.install(
-        ".[psycopg,psycopg2,mysqlclient]",
-        f"django=={django}.*",
-        f"sqlalchemy=={sqlalchemy}.*",
-        *nox.project.dependency_groups(PYPROJECT, "test"),
-    )
-    for driver in _drivers():
-        session.log(f"--- driver: {driver}")
-        session.run("pytest", *session.posargs, env={"SAPOOL_TEST_DRIVER": driver})
-
-
-@nox.session
-def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-
-
-@nox.session
-def sdist(session: nox.Session) -> None:
-    """Build the sdist and check it ships every tracked file and nothing else."""
-    session.install("build", *PYPROJECT["build-system"]["requires"])
-    session.run("python", "tools/check_sdist.py", "--no-isolation")
-
-
-@nox.session
-def mypy(session: nox.Session) -> None:
-    """Type-check the package and the tests (strict)."""
-    # django-stubs' plugin sets Django up, which loads the test settings' backend.
-    session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
-    session.run(
-        "mypy",
-        "django_sapool",
-        "tests",
-        "benchmarks",
-        "django_suite",
-        "examples/demo.py",
-        "noxfile.py",
-        "tools",
-    )

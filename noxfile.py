@@ -3,7 +3,8 @@
 The suite sessions (tests, faults, matrix, pgbouncer) share ``_suite``: install
 the package with the drivers' extras and the test groups, then run the suite
 once per driver, with ``PYTHONDEVMODE=1`` (pytest makes a ResourceWarning an
-error: a connection left open fails the run).
+error: a connection left open fails the run). SAPOOL_DRIVERS_AT_ONCE=1 runs
+the drivers side by side, each with a test database of its own (CI does).
 
 Dependency groups (pyproject.toml): ``test`` is pytest and what the tests
 import; ``recipes`` is the servers tests/test_recipes.py starts (gunicorn,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 
 import nox
@@ -74,15 +76,54 @@ def _suite(
         *install,
         *nox.project.dependency_groups(PYPROJECT, *groups),
     )
-    chosen = [d for d in _drivers() if d in drivers]
-    for driver in chosen:
-        session.log(f"--- driver: {driver}")
-        session.run(
-            *[part.format(driver=driver) for part in command or ("pytest",)],
-            *session.posargs,
-            env={"SAPOOL_TEST_DRIVER": driver, "PYTHONDEVMODE": "1"},
+    runs = {
+        driver: (
+            [part.format(driver=driver) for part in command or ("pytest",)]
+            + session.posargs,
+            {"SAPOOL_TEST_DRIVER": driver, "PYTHONDEVMODE": "1"},
         )
-    return chosen
+        for driver in _drivers()
+        if driver in drivers
+    }
+    if os.environ.get("SAPOOL_DRIVERS_AT_ONCE") == "1":
+        _at_once(session, runs)
+    else:
+        for driver, (args, env) in runs.items():
+            session.log(f"--- driver: {driver}")
+            session.run(*args, env=env)
+    return list(runs)
+
+
+def _at_once(
+    session: nox.Session, runs: dict[str, tuple[list[str], dict[str, str]]]
+) -> None:
+    """Run every driver's command at the same time (SAPOOL_DRIVERS_AT_ONCE=1).
+
+    The suite mostly waits on servers and timeouts, so this takes about as long
+    as the slowest driver. Each run gets a test database of its own (the
+    PostgreSQL drivers share a server); its output is shown whole once it ends.
+    """
+    database = os.environ.get("SAPOOL_TEST_DB_NAME", "test_sapool")
+    venv = {k: v for k, v in session.env.items() if v is not None}
+    venv["PATH"] = os.pathsep.join([session.bin, os.environ["PATH"]])
+    started = {}
+    venv["VIRTUAL_ENV"] = session.virtualenv.location
+    for driver, (args, extra) in runs.items():
+        env = {**os.environ, **venv, **extra}
+        env["SAPOOL_TEST_DB_NAME"] = f"{database}_{driver}"
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below)
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        started[driver] = log, process
+    failed = []
+    for driver, (log, process) in started.items():
+        code = process.wait()
+        session.log(f"--- driver: {driver} ({' '.join(runs[driver][0])}): exit {code}")
+        log.seek(0)
+        print(log.read(), end="", flush=True)
+        log.close()
+        failed += [driver] if code else []
+    if failed:
+        session.error(f"failed with {', '.join(failed)}")
 
 
 def _drivers() -> list[str]:

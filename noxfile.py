@@ -1,10 +1,32 @@
-"""Development sessions: ``nox -s tests`` is the test command (README, CI)."""
+"""Development sessions: ``nox -s tests`` is the test command (README, CI).
+
+The suite sessions (tests, faults, matrix, pgbouncer) share ``_suite``: install
+the package with the drivers' extras and the test groups, then run the suite
+once per driver, with ``PYTHONDEVMODE=1`` (pytest makes a ResourceWarning an
+error: a connection left open fails the run). SAPOOL_DRIVERS_AT_ONCE=1 runs
+the drivers side by side, each with a test database of its own (CI does).
+
+Dependency groups (pyproject.toml): ``test`` is pytest and what the tests
+import; ``recipes`` is the servers tests/test_recipes.py starts (gunicorn,
+uWSGI, Celery, uvicorn). uWSGI compiles from source, so ``pip install --group
+test`` alone gives a quick setup whose recipe tests skip, saying why. The
+sessions that run the whole suite (tests, faults, matrix) install both: the
+README's command runs every test, and under CI=true a skip is a failure. pip
+keeps the uWSGI wheel it built, so it compiles once per machine and Python.
+pgbouncer installs ``test`` alone: the recipe tests never run behind PgBouncer.
+
+``nox -s tests`` also measures line coverage of the installed package, all
+drivers combined, and fails under the floor in pyproject.toml when it ran the
+whole suite (no arguments after ``--``, every driver).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Sequence
 
 import nox
 
@@ -31,6 +53,77 @@ MATRIX = [
     nox.param("3.13", "6.0", "2.0", id="py3.13-django6.0-sa2.0"),
     nox.param("3.13", "6.1", "2.1", id="py3.13-django6.1-sa2.1", tags=["ci"]),
 ]
+
+
+def _suite(
+    session: nox.Session,
+    *command: str,
+    drivers: Sequence[str] = DRIVERS,
+    recipes: bool = True,
+    install: Sequence[str] = (),
+) -> list[str]:
+    """Install the package and the test groups, run ``command`` once per driver.
+
+    ``command`` (pytest unless given) gets the arguments after ``--``; a
+    ``{driver}`` in it becomes the driver's name, which is also in
+    SAPOOL_TEST_DRIVER. SAPOOL_TEST_DRIVERS=a,b runs a subset of ``drivers``.
+    Returns the drivers run.
+    """
+    _system_packages(session, mysqlclient="mysqlclient" in drivers, recipes=recipes)
+    groups = ("test", "recipes") if recipes else ("test",)
+    session.install(
+        f".[{','.join(drivers)}]",
+        *install,
+        *nox.project.dependency_groups(PYPROJECT, *groups),
+    )
+    runs = {
+        driver: (
+            [part.format(driver=driver) for part in command or ("pytest",)]
+            + session.posargs,
+            {"SAPOOL_TEST_DRIVER": driver, "PYTHONDEVMODE": "1"},
+        )
+        for driver in _drivers()
+        if driver in drivers
+    }
+    if os.environ.get("SAPOOL_DRIVERS_AT_ONCE") == "1":
+        _at_once(session, runs)
+    else:
+        for driver, (args, env) in runs.items():
+            session.log(f"--- driver: {driver}")
+            session.run(*args, env=env)
+    return list(runs)
+
+
+def _at_once(
+    session: nox.Session, runs: dict[str, tuple[list[str], dict[str, str]]]
+) -> None:
+    """Run every driver's command at the same time (SAPOOL_DRIVERS_AT_ONCE=1).
+
+    The suite mostly waits on servers and timeouts, so this takes about as long
+    as the slowest driver. Each run gets a test database of its own (the
+    PostgreSQL drivers share a server); its output is shown whole once it ends.
+    """
+    database = os.environ.get("SAPOOL_TEST_DB_NAME", "test_sapool")
+    venv = {k: v for k, v in session.env.items() if v is not None}
+    venv["PATH"] = os.pathsep.join([session.bin, os.environ["PATH"]])
+    started = {}
+    venv["VIRTUAL_ENV"] = session.virtualenv.location
+    for driver, (args, extra) in runs.items():
+        env = {**os.environ, **venv, **extra}
+        env["SAPOOL_TEST_DB_NAME"] = f"{database}_{driver}"
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below)
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        started[driver] = log, process
+    failed = []
+    for driver, (log, process) in started.items():
+        code = process.wait()
+        session.log(f"--- driver: {driver} ({' '.join(runs[driver][0])}): exit {code}")
+        log.seek(0)
+        print(log.read(), end="", flush=True)
+        log.close()
+        failed += [driver] if code else []
+    if failed:
+        session.error(f"failed with {', '.join(failed)}")
 
 
 def _drivers() -> list[str]:
@@ -85,15 +178,95 @@ def _system_packages(
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the real servers, once per driver."""
-    _system_packages(session)
+    """Run the test suite against the real servers, once per driver, with coverage."""
+    data = os.path.join(session.create_tmp(), "coverage")
+    shutil.rmtree(data, ignore_errors=True)  # a previous run's figures
+    os.makedirs(data)
+    session.env["COVERAGE_FILE"] = os.path.join(data, ".coverage")
+    install = nox.project.dependency_groups(PYPROJECT, "coverage")
+    drivers = _suite(session, "coverage", "run", "-m", "pytest", install=install)
+    session.run("coverage", "combine", "--quiet")
+    whole = not session.posargs and len(drivers) == len(DRIVERS)
+    session.run("coverage", "report", *([] if whole else ["--fail-under=0"]))
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault scenarios alone, with their figures, once per driver."""
+    _suite(session, "pytest", "-m", "faults", "-s")
+
+
+@nox.session
+@nox.parametrize(("python", "django", "sqlalchemy"), MATRIX)
+def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
+    """The test suite on one Python x Django x SQLAlchemy combination, all drivers.
+
+    Interpreters come from PATH: with pyenv, expose them all first, e.g.
+    ``pyenv global 3.11 3.10 3.12 3.13`` (or PYENV_VERSION=3.11:3.10:3.12:3.13).
+    """
+    _suite(session, install=[f"django=={django}.*", f"sqlalchemy=={sqlalchemy}.*"])
+
+
+@nox.session
+def pgbouncer(session: nox.Session) -> None:
+    """The test suite through PgBouncer, transaction and session mode.
+
+    Needs the pgbouncer binary (Debian package pgbouncer); see docs/pgbouncer.md.
+    """
+    _suite(
+        session,
+        "python", "-m", "tests.support.behind_pgbouncer", "--drivers={driver}",
+        drivers=("psycopg", "psycopg2"), recipes=False,
+    )  # fmt: skip
+
+
+@nox.session
+def django(session: nox.Session) -> None:
+    """Run Django's own test suite on our backends, beside Django's (long).
+
+    SAPOOL_DJANGO picks the Django version (a pip specifier, e.g. "==4.2.*");
+    arguments go to django_suite/run.py (--ci, --drivers, --apps, --gis).
+    """
+    _system_packages(session, recipes=False)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
-        *nox.project.dependency_groups(PYPROJECT, "test"),
+        f"django{os.environ.get('SAPOOL_DJANGO', '')}",
+        *nox.project.dependency_groups(PYPROJECT, "django-suite"),
     )
-    for driver in _drivers():
-        session.log(f"--- driver: {driver}")
-        session.run("pytest", *session.posargs, env={"SAPOOL_TEST_DRIVER": driver})
+    session.run("python", "-m", "django_suite.run", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff, and the package's import graph."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("python", "tools/check_imports.py")  # an acyclic import graph
+
+
+@nox.session
+def mypy(session: nox.Session) -> None:
+    """Type-check the package and the tests (strict)."""
+    # django-stubs' plugin sets Django up, which loads the test settings' backend.
+    session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
+    session.run(
+        "mypy",
+        "src/django_sapool",
+        "tests",
+        "benchmarks",
+        "django_suite",
+        "examples/demo.py",
+        "noxfile.py",
+        "tools",
+    )
+
+
+@nox.session
+def sdist(session: nox.Session) -> None:
+    """Build the sdist and check it ships every tracked file and nothing else."""
+    session.install("build", *PYPROJECT["build-system"]["requires"])
+    session.run("python", "tools/check_sdist.py", "--no-isolation")
 
 
 @nox.session
@@ -112,35 +285,6 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
-def pgbouncer(session: nox.Session) -> None:
-    """The test suite through PgBouncer, transaction and session mode.
-
-    Needs the pgbouncer binary (Debian package pgbouncer); see docs/pgbouncer.md.
-    """
-    _system_packages(session, mysqlclient=False)
-    session.install(
-        ".[psycopg,psycopg2]", *nox.project.dependency_groups(PYPROJECT, "test")
-    )
-    session.run("python", "-m", "tests.support.behind_pgbouncer", *session.posargs)
-
-
-@nox.session
-def faults(session: nox.Session) -> None:
-    """The fault scenarios alone, with their figures, once per driver."""
-    _system_packages(session)
-    session.install(
-        ".[psycopg,psycopg2,mysqlclient]",
-        *nox.project.dependency_groups(PYPROJECT, "test"),
-    )
-    for driver in _drivers():
-        session.log(f"--- driver: {driver}")
-        session.run(
-            "pytest", "-m", "faults", "-s", *session.posargs,
-            env={"SAPOOL_TEST_DRIVER": driver},
-        )  # fmt: skip
-
-
-@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark pooled and unpooled configurations side by side (several minutes)."""
     _system_packages(session, recipes=False)
@@ -148,78 +292,11 @@ def bench(session: nox.Session) -> None:
         ".[psycopg,psycopg2,mysqlclient]",
         *nox.project.dependency_groups(PYPROJECT, "bench"),
     )
-    if not shutil.which("wrk"):
-        if os.geteuid() != 0:
-            session.error("the benchmark needs wrk: apt-get install wrk")
-        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    for tool in ("wrk", "valgrind"):  # load generator; instruction counts
+        if not shutil.which(tool):
+            if os.geteuid() != 0:
+                session.error(f"the benchmark needs {tool}: apt-get install {tool}")
+            session.run("apt-get", "install", "-y", "-qq", tool, external=True)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
     session.run("python", "-m", "benchmarks.micro")
-
-
-@nox.session
-def django(session: nox.Session) -> None:
-    """Run Django's own test suite on our backends, beside Django's (long).
-
-    SAPOOL_DJANGO picks the Django version (a pip specifier, e.g. "==4.2.*");
-    arguments go to django_suite/run.py (--ci, --drivers, --apps).
-    """
-    _system_packages(session, recipes=False)
-    session.install(
-        ".[psycopg,psycopg2,mysqlclient]",
-        f"django{os.environ.get('SAPOOL_DJANGO', '')}",
-        *nox.project.dependency_groups(PYPROJECT, "django-suite"),
-    )
-    session.run("python", "-m", "django_suite.run", *session.posargs)
-
-
-@nox.session
-@nox.parametrize(("python", "django", "sqlalchemy"), MATRIX)
-def matrix(session: nox.Session, django: str, sqlalchemy: str) -> None:
-    """The test suite on one Python x Django x SQLAlchemy combination, all drivers.
-
-    Interpreters come from PATH: with pyenv, expose them all first, e.g.
-    ``pyenv global 3.11 3.10 3.12 3.13`` (or PYENV_VERSION=3.11:3.10:3.12:3.13).
-    """
-    _system_packages(session)
-    session.install(
-        ".[psycopg,psycopg2,mysqlclient]",
-        f"django=={django}.*",
-        f"sqlalchemy=={sqlalchemy}.*",
-        *nox.project.dependency_groups(PYPROJECT, "test"),
-    )
-    for driver in _drivers():
-        session.log(f"--- driver: {driver}")
-        session.run("pytest", *session.posargs, env={"SAPOOL_TEST_DRIVER": driver})
-
-
-@nox.session
-def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff, and the package's import graph."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("python", "tools/check_imports.py")  # an acyclic import graph
-
-
-@nox.session
-def sdist(session: nox.Session) -> None:
-    """Build the sdist and check it ships every tracked file and nothing else."""
-    session.install("build", *PYPROJECT["build-system"]["requires"])
-    session.run("python", "tools/check_sdist.py", "--no-isolation")
-
-
-@nox.session
-def mypy(session: nox.Session) -> None:
-    """Type-check the package and the tests (strict)."""
-    # django-stubs' plugin sets Django up, which loads the test settings' backend.
-    session.install(".[psycopg]", *nox.project.dependency_groups(PYPROJECT, "typing"))
-    session.run(
-        "mypy",
-        "src/django_sapool",
-        "tests",
-        "benchmarks",
-        "django_suite",
-        "examples/demo.py",
-        "noxfile.py",
-        "tools",
-    )
+    session.run("python", "-m", "benchmarks.instructions")

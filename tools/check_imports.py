@@ -81,7 +81,9 @@ def main() -> int:
         print(failure)
     if "--graph" in sys.argv[1:]:
         for module in order:
-            imports = ", ".join(sorted(m.removeprefix(PACKAGE) for m in graph[module]))
+            imports = ", ".join(
+                sorted(m.removeprefix(PACKAGE) or PACKAGE for m in graph[module])
+            )
             print(f"{module.removeprefix(PACKAGE) or PACKAGE}: {imports}")
     if not failures:
         print(f"{len(graph)} modules, no import cycle, {sorted(LEAVES)} a leaf")

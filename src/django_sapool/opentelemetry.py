@@ -8,20 +8,29 @@ Only ``opentelemetry-api`` is needed here; the SDK and its exporter are the
 application's (docs/observability.md).
 
 ``db.client.connection.pool.name`` is the Django database alias: unique in a
-process, the name the settings and the logs use. Checkout, connect and
-return record histograms in the thread of the event; the gauges (count, max,
+process, the name the settings and the logs use. A checkout or a return
+only queues its duration (the SDK's ``record()`` costs tens of microseconds,
+more than the checkout itself); the queue goes into the histograms when the
+SDK collects, before it reads them, or inline once it holds FLUSH_AT values
+(an SDK that never collects must not grow it). The gauges (count, max,
 idle.max, idle.min, pending_requests) are read from get_stats()'s figures
 when the SDK collects, and cost nothing per checkout.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    MeterProvider,
+    Observation,
+)
 
 from ._pool import add_listener, remove_listener
 from .stats import gauges
@@ -59,6 +68,8 @@ SECONDS_BUCKETS: Sequence[float] = (
 )
 
 _lock = threading.Lock()
+#: Queued durations recorded inline past this many (see the module docstring).
+FLUSH_AT = 4096
 
 
 class _Instruments:
@@ -95,6 +106,18 @@ class _Instruments:
         )
         # Made once per alias and reused: the SDK keys its data by them.
         self._attributes: dict[str, Attributes] = {}
+        #: (histogram, seconds, attributes) not recorded yet: appended by the
+        #: pools' threads, drained by flush() (deque operations are atomic).
+        self._queued: collections.deque[tuple[Histogram, float, Attributes]] = (
+            collections.deque()
+        )
+
+    def flush(self) -> None:
+        """Record what checkouts and returns queued."""
+        queued = self._queued
+        while queued:  # others may append meanwhile: take what is there
+            histogram, seconds, attributes = queued.popleft()
+            histogram.record(seconds, attributes)
 
     def attributes(self, alias: str) -> Attributes:
         attributes = self._attributes.get(alias)
@@ -108,15 +131,18 @@ class _Instruments:
         self, pool: DatabasePool, waited: float, failure: str | None
     ) -> None:
         attributes = self.attributes(pool.alias)
-        self.wait_time.record(waited, attributes)
+        queued = self._queued
+        queued.append((self.wait_time, waited, attributes))
         if failure == "requests_timeouts":
             self.timeouts.add(1, attributes)
+        if len(queued) >= FLUSH_AT:
+            self.flush()
 
     def connected(self, pool: DatabasePool, seconds: float) -> None:
         self.create_time.record(seconds, self.attributes(pool.alias))
 
     def returned(self, pool: DatabasePool, used: float) -> None:
-        self.use_time.record(used, self.attributes(pool.alias))
+        self._queued.append((self.use_time, used, self.attributes(pool.alias)))
 
 
 #: The instruments in use, None when not instrumented.
@@ -155,6 +181,7 @@ def uninstrument() -> None:
         if _instruments is None:
             return
         remove_listener(_instruments)
+        _instruments.flush()
         _instruments = None
 
 
@@ -174,6 +201,9 @@ def _observe(key: str, options: CallbackOptions) -> Iterable[Observation]:
 def _count(options: CallbackOptions) -> Iterable[Observation]:
     if _instruments is None:
         return []
+    # The SDK runs these callbacks before it reads the synchronous
+    # instruments: the histograms get what was queued in time for this read.
+    _instruments.flush()
     observations = []
     for alias, values in gauges().items():
         for state, key in (("idle", "pool_available"), ("used", "pool_used")):

@@ -1,0 +1,65 @@
+"""The OpenTelemetry listener queues durations: bounded, and all recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from django_sapool import opentelemetry as sapool_otel
+
+
+class FakePool:
+    alias = "queued"
+
+
+def histogram_counts(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    counts: dict[str, int] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points: Any = metric.data.data_points
+                if metric.name.endswith(("wait_time", "use_time")):
+                    counts[metric.name] = sum(point.count for point in points)
+    return counts
+
+
+@pytest.fixture
+def instruments() -> Any:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    meter = provider.get_meter("test")
+    yield sapool_otel._Instruments(meter), reader
+    provider.shutdown()
+
+
+def test_a_checkout_only_queues_and_a_collection_records_it_all(
+    instruments: Any,
+) -> None:
+    listener, reader = instruments
+    pool: Any = FakePool()
+    for _ in range(10):
+        listener.checkout_ended(pool, 0.001, None)
+        listener.returned(pool, 0.002)
+    assert len(listener._queued) == 20
+    listener.flush()
+    assert histogram_counts(reader) == {
+        "db.client.connection.wait_time": 10,
+        "db.client.connection.use_time": 10,
+    }
+
+
+def test_the_queue_stays_bounded_when_nothing_collects(instruments: Any) -> None:
+    listener, reader = instruments
+    pool: Any = FakePool()
+    for _ in range(3 * sapool_otel.FLUSH_AT):
+        listener.checkout_ended(pool, 0.001, None)
+        listener.returned(pool, 0.002)
+    assert len(listener._queued) < sapool_otel.FLUSH_AT
+    listener.flush()
+    counts = histogram_counts(reader)
+    assert counts["db.client.connection.wait_time"] == 3 * sapool_otel.FLUSH_AT

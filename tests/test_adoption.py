@@ -175,7 +175,8 @@ def test_under_nox_the_package_comes_from_the_wheel_not_the_source_tree() -> Non
     # A module or data file missing from the wheel fails the suite, instead
     # of being found in src/ (editable installs, pythonpath) and passing.
     installed = Path(django_sapool.__file__).resolve()
-    assert ROOT not in installed.parents, installed
+    assert ROOT / "src" not in installed.parents, installed
+    assert installed.parent.parent.name == "site-packages", installed
 
 
 # An exhausted pool says what to do -----------------------------------------

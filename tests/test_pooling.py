@@ -145,17 +145,25 @@ def wsgi_get(path: str) -> Any:
     reason=("counts server sessions; PgBouncer spreads requests over its own")
 )
 def test_requests_through_django_reuse_pooled_sessions(observer: Observer) -> None:
-    if VENDOR == "mysql":
-        connections_before = observer.connections_so_far()
-    ids = {wsgi_get("/backend/")["backend"] for _ in range(200)}
     pool_size = connection.settings_dict["OPTIONS"]["sapool"]["pool_size"]
-    assert 1 <= len(ids) <= pool_size
-    assert connection.connection is None, (
-        "Django gave the connection back after each request"
-    )
-    assert observer.alive(ids) == ids
-    if VENDOR == "mysql":
-        assert observer.connections_so_far() - connections_before <= pool_size
+    # MySQL's Connections counter is the whole server's: another client (a
+    # second test run) may connect meanwhile. Unpooled, every attempt would
+    # open 200; pooled, one attempt without outside noise is enough.
+    opened = []
+    for _ in range(3):
+        before = observer.connections_so_far() if VENDOR == "mysql" else 0
+        ids = {wsgi_get("/backend/")["backend"] for _ in range(200)}
+        assert 1 <= len(ids) <= pool_size
+        assert connection.connection is None, (
+            "Django gave the connection back after each request"
+        )
+        assert observer.alive(ids) == ids
+        if VENDOR != "mysql":
+            return
+        opened.append(observer.connections_so_far() - before)
+        if opened[-1] <= pool_size:
+            return
+    pytest.fail(f"server connections opened per 200 requests: {opened}")
 
 
 def test_no_db_alias_is_never_pooled() -> None:

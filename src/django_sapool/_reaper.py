@@ -21,12 +21,15 @@ from . import _fork
 
 logger = logging.getLogger("django_sapool")
 
+#: A connection to close (or None, or an Event to set), and what to log.
+_Item = tuple[Any, int, str, tuple[object, ...]]
+
 
 class Reaper:
     """One thread per process that closes connections queued by finalisers."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._started = False
         self._lock = threading.Lock()
 
@@ -48,32 +51,34 @@ class Reaper:
                 ).start()
                 self._started = True
 
-    def close_later(self, connection: Any, alias: str) -> None:
-        """Queue a connection to close; safe inside a finaliser."""
-        self._queue.put((connection, alias))
+    def close_later(self, connection: Any, why: str, *args: object) -> None:
+        """Queue a connection to close, and a warning to log (``why % args``);
+        safe inside a finaliser."""
+        self._queue.put((connection, logging.WARNING, why, args))
+
+    def log_later(self, level: int, message: str, *args: object) -> None:
+        """Queue a log record; safe inside a finaliser."""
+        self._queue.put((None, level, message, args))
 
     def wait_idle(self) -> None:
-        """Block until everything queued so far is closed (tests)."""
+        """Block until everything queued so far is done (tests)."""
         done = threading.Event()
-        self._queue.put((done, ""))
+        self._queue.put((done, 0, "", ()))
         done.wait()
 
     def _run(self) -> None:
         while True:
-            connection, alias = self._queue.get()
+            connection, level, message, args = self._queue.get()
             if isinstance(connection, threading.Event):
                 connection.set()
                 continue
-            try:
-                connection.close()
-            except Exception as exc:  # already dead: nothing left to close
-                logger.debug("Alias %r: closing a reclaimed connection: %s", alias, exc)
-            logger.warning(
-                "Alias %r: a connection was never given back: its borrower (a "
-                "thread that ended without closing it?) was garbage-collected; "
-                "the connection was closed and its pool slot freed",
-                alias,
-            )
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception as exc:  # already dead: nothing left to close
+                    logger.debug("Closing a reclaimed connection: %s", exc)
+            if message:
+                logger.log(level, message, *args)
             del connection
 
 

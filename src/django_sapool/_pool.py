@@ -56,6 +56,22 @@ INVALIDATED = "django_sapool.invalidated"
 LENT_AT = "django_sapool.lent_at"
 
 
+#: What the reaper logs about a connection given back without release().
+_COLLECTED = (
+    "Alias %r: a connection was never given back: its borrower (a "
+    "thread that ended without closing it?) was garbage-collected; "
+    "the connection was closed and its pool slot freed"
+)
+_ENDED_CLOSED = (
+    "Alias %r: thread %r ended without closing its connection, leaving a "
+    "transaction, an error or a cursor behind; the connection was closed and "
+    "its pool slot freed"
+)
+_ENDED_REUSED = (
+    "Alias %r: thread %r ended without closing its connection; it went back to the pool"
+)
+
+
 class Borrower(Protocol):
     """The part of a pooled DatabaseWrapper the pool talks to."""
 
@@ -332,6 +348,47 @@ class DatabasePool:
         used = time.monotonic() - lent[1]
         for listener in listeners:
             listener.returned(self, used)
+
+    def reclaim(
+        self,
+        proxied: PoolProxiedConnection,
+        cursors: list[weakref.ref[Any]],
+        clean: bool,
+        thread: str,
+    ) -> None:
+        """Take back the loan of a thread that ended without giving it back.
+
+        Called from a finaliser (see _threads): nothing is sent to the server
+        and nothing is logged here. A connection its borrower left idle
+        (``clean``: no error, no named cursor, every cursor closed, no
+        transaction open, as the client library knows without asking) goes
+        back to the pool as it is; any other is closed by the reaper thread,
+        and its slot is free at once.
+        """
+        _fork.lent.pop(id(proxied), None)
+        if self._leaks is not None:
+            self._leaks.returned(proxied)
+        connection = proxied.dbapi_connection
+        driver = self.driver
+        reusable = (
+            clean
+            and not self.disposed
+            and self._reset_mode != "discard"
+            and connection is not None
+            and not driver.is_broken(connection)
+            and all(
+                (cursor := ref()) is None or driver.cursor_is_closed(cursor)
+                for ref in cursors
+            )
+            and driver.in_transaction(connection) is False
+        )
+        if reusable:
+            reaper.log_later(logging.INFO, _ENDED_REUSED, self.alias, thread)
+        else:  # its slot is freed now; the reaper closes it
+            record: Any = proxied._connection_record
+            self._returned_unreset(record, ended=thread)
+        proxied.info[RESET] = True  # ready as it is, or holding no connection
+        proxied.close()
 
     def dispose(self) -> None:
         """Close idle connections; those still lent are closed when returned."""
@@ -646,9 +703,12 @@ class DatabasePool:
         )
         return False
 
-    def _returned_unreset(self, record: ConnectionPoolEntry) -> None:
+    def _returned_unreset(
+        self, record: ConnectionPoolEntry, ended: str | None = None
+    ) -> None:
         # Not reset by release(): its borrower was garbage-collected holding
-        # it (a thread that ended without closing, say). This runs inside the
+        # it, or (``ended``: the thread's name) reclaim() takes it back from a
+        # thread that ended with a transaction open, say. This runs inside the
         # collector, in any thread: no I/O and none of our locks here. Free
         # the slot now; the reaper closes the connection, and the server
         # rolls back what it left open. In a forked child the socket is the
@@ -663,7 +723,13 @@ class DatabasePool:
         if _fork.inherited(self.pid):
             _fork.keep_forever(connection)
         else:
-            reaper.close_later(connection, self.alias)
+            extra = log_fields("connection_abandoned", self.alias)
+            if ended is None:
+                reaper.close_later(connection, _COLLECTED, self.alias, extra=extra)
+            else:
+                reaper.close_later(
+                    connection, _ENDED_CLOSED, self.alias, ended, extra=extra
+                )
 
     def _on_invalidate(
         self, connection: Any, record: ConnectionPoolEntry, error: BaseException | None

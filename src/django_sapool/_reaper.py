@@ -18,16 +18,19 @@ import threading
 from typing import Any
 
 from . import _fork
-from ._events import log_fields
 
 logger = logging.getLogger("django_sapool")
+
+#: A connection to close (or None, or an Event to set), and what to log:
+#: level, message, its arguments, and the structured fields (_events).
+_Item = tuple[Any, int, str, tuple[object, ...], "dict[str, Any] | None"]
 
 
 class Reaper:
     """One thread per process that closes connections queued by finalisers."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._started = False
         self._lock = threading.Lock()
 
@@ -49,33 +52,40 @@ class Reaper:
                 ).start()
                 self._started = True
 
-    def close_later(self, connection: Any, alias: str) -> None:
-        """Queue a connection to close; safe inside a finaliser."""
-        self._queue.put((connection, alias))
+    def close_later(
+        self,
+        connection: Any,
+        why: str,
+        *args: object,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue a connection to close, and a warning to log (``why % args``);
+        safe inside a finaliser."""
+        self._queue.put((connection, logging.WARNING, why, args, extra))
+
+    def log_later(self, level: int, message: str, *args: object) -> None:
+        """Queue a log record; safe inside a finaliser."""
+        self._queue.put((None, level, message, args, None))
 
     def wait_idle(self) -> None:
-        """Block until everything queued so far is closed (tests)."""
+        """Block until everything queued so far is done (tests)."""
         done = threading.Event()
-        self._queue.put((done, ""))
+        self._queue.put((done, 0, "", (), None))
         done.wait()
 
     def _run(self) -> None:
         while True:
-            connection, alias = self._queue.get()
+            connection, level, message, args, extra = self._queue.get()
             if isinstance(connection, threading.Event):
                 connection.set()
                 continue
-            try:
-                connection.close()
-            except Exception as exc:  # already dead: nothing left to close
-                logger.debug("Alias %r: closing a reclaimed connection: %s", alias, exc)
-            logger.warning(
-                "Alias %r: a connection was never given back: its borrower (a "
-                "thread that ended without closing it?) was garbage-collected; "
-                "the connection was closed and its pool slot freed",
-                alias,
-                extra=log_fields("connection_abandoned", alias),
-            )
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception as exc:  # already dead: nothing left to close
+                    logger.debug("Closing a reclaimed connection: %s", exc)
+            if message:
+                logger.log(level, message, *args, extra=extra)
             del connection
 
 

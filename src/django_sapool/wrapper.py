@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import weakref
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,7 +25,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from . import _connect_timeout, _fork, _registry
+from . import _connect_timeout, _exit, _fork, _registry, _threads
 from ._creation import PoolDisposingCreationMixin
 from ._drivers import Driver
 from ._pool import INITIALISED, DatabasePool, describe
@@ -60,6 +61,8 @@ class PooledDatabaseWrapperMixin:
     connection: Any
     Database: Any
     in_atomic_block: bool
+    _thread_ident: int
+    _thread_sharing_count: int
     closed_in_transaction: bool
     needs_rollback: bool
     errors_occurred: bool
@@ -91,6 +94,8 @@ class PooledDatabaseWrapperMixin:
         # A named (server-side) cursor was made during the loan: the reset
         # closes whatever such cursors left open on the server.
         self._sapool_named_cursors = False
+        # Its thread gives back its loan when it ends (see _threads).
+        self._sapool_watched = False
 
     # Errors ----------------------------------------------------------------
 
@@ -143,13 +148,46 @@ class PooledDatabaseWrapperMixin:
             return self.sapool_open_connection(conn_params)
         pool = self._sapool_pool_for(conn_params)
         proxied = pool.checkout(self, conn_params)
-        if self._sapool_carried_from is not pool:
+        if self._sapool_carried_from is not pool:  # its first checkout, say
             for name, value in pool.carried.items():
                 setattr(self, name, value)
             self._sapool_carried_from = pool
+            self._sapool_watch()
         self._sapool_proxied, self._sapool_pool = proxied, pool
         self._sapool_skip_init = proxied.info[INITIALISED]
         return proxied.dbapi_connection
+
+    def _sapool_watch(self) -> None:
+        # Once per wrapper (not per checkout: at its first, or after its
+        # alias moved to another pool), in the thread Django made it for.
+        if not self._sapool_watched and self._thread_ident == threading.get_ident():
+            _threads.watch(self)
+            self._sapool_watched = True
+
+    def _sapool_thread_ended(self, thread: str) -> None:
+        """Give back the loan of this wrapper's thread, which has ended.
+
+        A finaliser calls this (see _threads): nothing here may send or log.
+        Not for a wrapper shared with other threads (inc_thread_sharing()),
+        which may still use it, nor in a forked child for the parent's loan.
+        """
+        proxied, pool = self._sapool_proxied, self._sapool_pool
+        if (
+            proxied is None
+            or pool is None
+            or _fork.inherited(pool.pid)
+            or self._thread_sharing_count  # read without Django's lock
+            or self._thread_ident != threading.get_ident()
+        ):
+            return
+        cursors = self._sapool_cursors
+        clean = not (self.errors_occurred or self._sapool_named_cursors)
+        self._sapool_cursors = []
+        self._sapool_named_cursors = False
+        self._sapool_proxied = self._sapool_pool = None
+        self._sapool_skip_init = False
+        self.connection = pool.stand_in
+        pool.reclaim(proxied, cursors, clean, thread)
 
     def sapool_open_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a physical connection with Django's own code (the pool's creator)."""
@@ -351,6 +389,7 @@ class PooledDatabaseWrapperMixin:
             probe_limit=_connect_timeout.probe_limit(self.vendor, conn_params),
         )
         pool.stand_in = ReturnedConnection(self.Database, driver)
+        _exit.register()
         return pool
 
     def _sapool_forget_inherited(self) -> None:

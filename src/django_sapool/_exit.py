@@ -1,0 +1,51 @@
+"""At exit, close the idle connections of this process's pools.
+
+A session whose client vanishes without a goodbye ends on the server as an
+aborted connection (MariaDB's ``Aborted_clients``, PostgreSQL's
+``sessions_abandoned``). A process that exits normally frees its pools and
+their connections say goodbye as they go; a ``multiprocessing`` child (the
+workers of ``manage.py test --parallel``, of a ``multiprocessing.Pool``)
+leaves with ``os._exit()``, which frees nothing. So the first pool a process
+makes registers ``close_idle`` with ``atexit`` and, in a ``multiprocessing``
+child, with multiprocessing's own exit finalizers, which run before its
+``os._exit()``.
+
+``close_idle`` disposes through the registry, which first forgets, untouched,
+whatever the process inherited from a parent (see _fork): a child closes
+only what it opened. Connections still lent are left alone: another thread
+may be using one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+
+from . import _registry
+
+#: The process that registered the hooks last (a forked child registers anew).
+_registered_in = 0
+
+
+def close_idle() -> None:
+    """Dispose this process's pools: their idle connections close now."""
+    with contextlib.suppress(Exception):  # exiting: nothing left to tell
+        _registry.dispose()
+
+
+def register() -> None:
+    """Close this process's idle connections when it exits; once per process."""
+    global _registered_in
+    pid = os.getpid()
+    if _registered_in == pid:
+        return
+    if not _registered_in:  # inherited by forked children: registered once
+        atexit.register(close_idle)
+    _registered_in = pid
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        # Runs when a multiprocessing child ends (before its os._exit); a
+        # child starts with none of its parent's.
+        mp_util.Finalize(None, close_idle, exitpriority=0)

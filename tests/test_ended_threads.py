@@ -125,7 +125,7 @@ def test_a_view_that_maps_queries_over_a_thread_pool_never_exhausts_the_pool(
         wait_ms=round(stats["requests_wait_ms"]),
         connections_opened=stats["connections_num"],
     )
-    assert stats["checked_out"] == 0
+    assert stats["pool_used"] == 0
     assert stats["requests_timeouts"] == 0
     # Given back idle, each connection was lent again: no reconnects.
     assert stats["connections_num"] == len(sessions) <= 4
@@ -165,7 +165,7 @@ def test_an_idle_connection_of_an_ended_thread_is_lent_again(
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=5)
     session, _ = borrow_in_a_thread(alias)
     stats = django_sapool.get_stats(alias.name)
-    assert stats["checked_out"] == 0, "back in the pool once the thread ended"
+    assert stats["pool_used"] == 0, "back in the pool once the thread ended"
     assert backend_id(alias.wrapper()) == session
     assert django_sapool.get_stats(alias.name)["requests_wait_ms"] < 1000
     reaper.wait_idle()
@@ -187,7 +187,7 @@ def test_an_ended_threads_open_transaction_is_closed_with_its_connection(
             cursor.execute("INSERT INTO testapp_item (name) VALUES ('left-open')")
 
     session, _ = borrow_in_a_thread(alias, leave_a_transaction_open)
-    assert django_sapool.get_stats(alias.name)["checked_out"] == 0
+    assert django_sapool.get_stats(alias.name)["pool_used"] == 0
     reaper.wait_idle()
     observer.wait_gone([session])
     assert not Item.objects.filter(name="left-open").exists()
@@ -202,11 +202,11 @@ def test_a_wrapper_shared_between_threads_keeps_its_connection(
     # LiveServerTestCase shares the test's connection with its server thread).
     alias = pool_alias(pool_size=1, max_overflow=0)
     session, wrapper = borrow_in_a_thread(alias, share=True)
-    assert django_sapool.get_stats(alias.name)["checked_out"] == 1
+    assert django_sapool.get_stats(alias.name)["pool_used"] == 1
     assert backend_id(wrapper) == session, "still the loan it had"
     wrapper.close()
     wrapper.dec_thread_sharing()
-    assert django_sapool.get_stats(alias.name)["checked_out"] == 0
+    assert django_sapool.get_stats(alias.name)["pool_used"] == 0
 
 
 @pytest.mark.usefixtures("no_gc")
@@ -250,8 +250,8 @@ def test_a_wrapper_dropped_by_a_live_thread_comes_back_at_a_collection(
     wrapper = backend.DatabaseWrapper(copy.deepcopy(alias.settings_dict), alias.name)
     session = backend_id(wrapper)
     del wrapper
-    assert django_sapool.get_stats(alias.name)["checked_out"] == 1
+    assert django_sapool.get_stats(alias.name)["pool_used"] == 1
     gc.collect()
-    assert django_sapool.get_stats(alias.name)["checked_out"] == 0
+    assert django_sapool.get_stats(alias.name)["pool_used"] == 0
     reaper.wait_idle()
     observer.wait_gone([session])

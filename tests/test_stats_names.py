@@ -108,6 +108,7 @@ def test_readme_and_docs_list_every_key_and_event() -> None:
         assert f"| `{name}` | {level} |" in docs, name
 
 
+@pytest.mark.direct_server(reason="kills the server session it identifies")
 def test_operator_events_carry_the_alias_and_their_documented_level(
     pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import sys
 
-from . import _registry
+from . import _fork, _registry
 
-#: The process that registered the hooks last (a forked child registers anew).
-_registered_in = 0
+#: atexit's list is inherited by forked children: registered once in all.
+_atexit_registered = False
+#: This process has registered its hooks (a forked child registers anew).
+_registered = False
 
 
 def close_idle() -> None:
@@ -37,15 +38,23 @@ def close_idle() -> None:
 
 def register() -> None:
     """Close this process's idle connections when it exits; once per process."""
-    global _registered_in
-    pid = os.getpid()
-    if _registered_in == pid:
+    global _atexit_registered, _registered
+    if _registered:
         return
-    if not _registered_in:  # inherited by forked children: registered once
+    _registered = True
+    if not _atexit_registered:
         atexit.register(close_idle)
-    _registered_in = pid
+        _atexit_registered = True
     mp_util = sys.modules.get("multiprocessing.util")
     if mp_util is not None:
         # Runs when a multiprocessing child ends (before its os._exit); a
         # child starts with none of its parent's.
         mp_util.Finalize(None, close_idle, exitpriority=0)
+
+
+def _forget_parent() -> None:
+    global _registered
+    _registered = False  # the child's first pool registers its own hooks
+
+
+_fork.on_child(_forget_parent)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.micro import CONFIGS, DRIVERS
+from benchmarks.micro import CONFIGS, DRIVERS, instrument_if_asked, otel_env
 from benchmarks.servers import MySQLServer, PostgreSQLCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,8 @@ def child(requests: int) -> None:
 
     django.setup()
     from django.core.signals import request_finished, request_started
+
+    instrument_if_asked()
     from django.db import connection
 
     def request() -> None:
@@ -56,9 +58,10 @@ def child(requests: int) -> None:
         request()
 
 
-def count(settings: dict[str, Any], driver: str, requests: int) -> int:
+def count(settings: dict[str, Any], driver: str, kind: str, requests: int) -> int:
     """Instructions of one child process run under callgrind."""
     env = {
+        **otel_env(kind),
         **os.environ,
         "SAPOOL_BENCH_DATABASE": json.dumps(settings),
         "SAPOOL_BENCH_DRIVER": driver,
@@ -82,9 +85,9 @@ def count(settings: dict[str, Any], driver: str, requests: int) -> int:
     return int(match.group(1))
 
 
-def per_request(settings: dict[str, Any], driver: str) -> int:
-    started = count(settings, driver, 0)
-    return round((count(settings, driver, REQUESTS) - started) / REQUESTS)
+def per_request(settings: dict[str, Any], driver: str, kind: str) -> int:
+    started = count(settings, driver, kind, 0)
+    return round((count(settings, driver, kind, REQUESTS) - started) / REQUESTS)
 
 
 def measure(driver: str, database: dict[str, Any]) -> dict[str, int]:
@@ -94,9 +97,8 @@ def measure(driver: str, database: dict[str, Any]) -> dict[str, int]:
             continue  # connecting per request: not what a pool is compared with
         if options.get("pool") and driver != "psycopg":
             continue  # Django's own pool is psycopg 3 only
-        engine = (
-            "django_sapool.backends." if kind == "sapool" else "django.db.backends."
-        )
+        sapool = kind.startswith("sapool")
+        engine = "django_sapool.backends." if sapool else "django.db.backends."
         settings = {
             **database,
             "ENGINE": engine + DRIVERS[driver],
@@ -104,15 +106,16 @@ def measure(driver: str, database: dict[str, Any]) -> dict[str, int]:
             "OPTIONS": options,
         }
         print(f"instructions: {driver} {label} ...", flush=True)
-        rows[label] = per_request(settings, driver)
+        rows[label] = per_request(settings, driver, kind)
     return rows
 
 
 def table(results: dict[str, dict[str, int]]) -> str:
     lines = [
         "| driver | persistent | Django's pool | django-sapool "
-        "| ours over persistent | Django's pool over persistent |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| ours over persistent | Django's pool over persistent "
+        "| + OpenTelemetry (SDK) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for driver, rows in results.items():
         base, ours = rows["persistent"], rows["sapool"]
@@ -124,9 +127,14 @@ def table(results: dict[str, dict[str, int]]) -> str:
             f"{ours / 1000:.0f}K",
             f"+{(ours - base) / 1000:.0f}K",
             "-" if django_pool is None else f"+{(django_pool - base) / 1000:.0f}K",
+            _extra(rows.get("sapool + OpenTelemetry"), ours),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _extra(value: int | None, ours: int) -> str:
+    return "-" if value is None else f"+{(value - ours) / 1000:.1f}K over ours"
 
 
 def main() -> None:

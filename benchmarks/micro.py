@@ -37,6 +37,30 @@ CONFIGS: list[tuple[str, str, int | None, dict[str, Any]]] = [
 DRIVERS = {"psycopg": "postgresql", "psycopg2": "postgresql", "mysqlclient": "mysql"}
 
 
+def instrument_if_asked() -> None:
+    """OpenTelemetry, when SAPOOL_BENCH_OTEL says so ("sdk" or "noop")."""
+    otel = os.environ.get("SAPOOL_BENCH_OTEL")
+    if not otel:
+        return
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from django_sapool.opentelemetry import instrument
+
+    if otel == "noop":  # the hooks' own cost: every record() does nothing
+        instrument(NoOpMeterProvider())
+    else:
+        instrument(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def otel_env(kind: str) -> dict[str, str]:
+    """The environment that makes a child instrument for configuration ``kind``."""
+    if not kind.startswith("sapool-otel"):
+        return {}
+    return {"SAPOOL_BENCH_OTEL": "noop" if kind.endswith("noop") else "sdk"}
+
+
 def child() -> None:
     """Measure one configuration (run in a fresh process)."""
     import django
@@ -44,19 +68,7 @@ def child() -> None:
     django.setup()
     from django.db import connection
 
-    otel = os.environ.get("SAPOOL_BENCH_OTEL")
-    if otel:
-        from opentelemetry.metrics import NoOpMeterProvider
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-        from django_sapool.opentelemetry import instrument
-
-        if otel == "noop":  # the hooks' own cost: every record() does nothing
-            instrument(NoOpMeterProvider())
-        else:
-            instrument(MeterProvider(metric_readers=[InMemoryMetricReader()]))
-
+    instrument_if_asked()
     persistent = connection.settings_dict["CONN_MAX_AGE"] is None
     query = "SELECT 1"
 
@@ -123,8 +135,7 @@ def measure(
             "PYTHONPATH": str(ROOT),
             "DJANGO_SETTINGS_MODULE": "benchmarks.app.settings",
         }
-        if kind.startswith("sapool-otel"):
-            env["SAPOOL_BENCH_OTEL"] = "noop" if kind.endswith("noop") else "sdk"
+        env.update(otel_env(kind))
         output = subprocess.run(
             [sys.executable, "-m", "benchmarks.micro", "--child"],
             env=env,

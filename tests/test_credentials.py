@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -31,7 +32,6 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import _registry
-from tests import settings as test_settings
 from tests.conftest import IN_CI
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory
 from tests.support.private_server import PrivatePostgres, start_private_server
@@ -78,7 +78,9 @@ class Account:
         if VENDOR == "postgresql":
             self.admin.rows(f"ALTER ROLE {USER} PASSWORD '{password}'")
         else:
-            self.admin.rows(f"ALTER USER '{USER}'@'{self.host}' IDENTIFIED BY '{password}'")
+            self.admin.rows(
+                f"ALTER USER '{USER}'@'{self.host}' IDENTIFIED BY '{password}'"
+            )
 
     @property
     def host(self) -> str:
@@ -96,7 +98,9 @@ class Account:
     @property
     def admin_settings(self) -> dict[str, Any]:
         settings = self.admin.wrapper.settings_dict
-        return {key: settings[key] for key in ("HOST", "PORT", "NAME", "USER", "PASSWORD")}
+        return {
+            key: settings[key] for key in ("HOST", "PORT", "NAME", "USER", "PASSWORD")
+        }
 
     def refuses(self, password: str) -> bool:
         """Proof that logins really authenticate: a wrong password is refused."""
@@ -179,7 +183,8 @@ def pools_of(alias: PoolAlias) -> int:
 class Traffic:
     """Requests of several threads: what each saw and when."""
 
-    served: list[tuple[float, int]] = field(default_factory=list)  # (when, session)
+    #: (when the request began, its session)
+    served: list[tuple[float, int]] = field(default_factory=list)
     failed: list[tuple[float, float, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -195,7 +200,7 @@ class Traffic:
                 except DatabaseError as exc:
                     self.failed.append((began, time.monotonic(), repr(exc)))
                 else:
-                    self.served.append((time.monotonic(), session))
+                    self.served.append((began, session))
                 finally:
                     wrapper.close()  # request_finished: back to the pool
                 time.sleep(0.002)
@@ -227,9 +232,7 @@ def test_password_rotated_under_traffic(
                 lambda observer: len(account.sessions(observer)),
                 settings=account.admin_settings,
             ),
-            threads_running(
-                [traffic.requests(alias) for _ in range(3)]
-            ) as errors,
+            threads_running([traffic.requests(alias) for _ in range(3)]) as errors,
         ):
             wait_until(
                 lambda: len(traffic.served) > 20,
@@ -245,9 +248,7 @@ def test_password_rotated_under_traffic(
                 known = {session for _, session in traffic.served}
                 # New sessions can only have logged in with the new password.
                 fresh = wait_until(
-                    lambda: {
-                        s for when, s in list(traffic.served) if when > done
-                    } - known,
+                    partial(_sessions_since, traffic, done, known),
                     f"a connection opened after rotation {number}",
                     timeout=10,
                 )
@@ -288,6 +289,11 @@ def test_password_rotated_under_traffic(
     assert peak.most <= most + 1, peak.most
 
 
+def _sessions_since(traffic: Traffic, since: float, known: set[int]) -> set[int]:
+    """Sessions new to ``known`` that served a request begun after ``since``."""
+    return {s for when, s in list(traffic.served) if when > since} - known
+
+
 def _served_across_rotations(
     served: list[tuple[float, int]], windows: list[tuple[float, float]]
 ) -> int:
@@ -312,20 +318,24 @@ class TokenAuthMixin:
     """
 
     token_ttl: float = 600.0
-    _token_lock = threading.Lock()
-    _token: tuple[float, str] | None = None
+    _tokens: dict[tuple[str, str, str], tuple[float, str]]
+    _tokens_lock = threading.Lock()
 
     def sapool_connect_params(self, conn_params: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = super().sapool_connect_params(conn_params)  # type: ignore[misc]
         return {**params, "password": self.current_token(params)}
 
     def current_token(self, params: dict[str, Any]) -> str:
-        cls = type(self)
-        with cls._token_lock:
+        key = (str(params["host"]), str(params.get("port")), str(params["user"]))
+        with self._tokens_lock:
+            cached = self._tokens.get(key)
             now = time.monotonic()
-            if cls._token is None or now >= cls._token[0]:
-                cls._token = (now + cls.token_ttl, self.mint_token(params))
-            return cls._token[1]
+            if cached is None or now >= cached[0]:
+                cached = self._tokens[key] = (
+                    now + self.token_ttl,
+                    self.mint_token(params),
+                )
+            return cached[1]
 
     def mint_token(self, params: dict[str, Any]) -> str:
         raise NotImplementedError  # boto3's generate_db_auth_token() in the recipe
@@ -353,12 +363,12 @@ class StandInTokens:
 
 
 def token_wrapper_class(tokens: StandInTokens, ttl: float) -> type:
-    """Our backend's DatabaseWrapper with the recipe mixed in, minting from ``tokens``."""
+    """Our backend's DatabaseWrapper with the recipe, minting from ``tokens``."""
     backend = load_backend(connections["default"].settings_dict["ENGINE"])
 
     class DatabaseWrapper(TokenAuthMixin, backend.DatabaseWrapper):  # type: ignore[name-defined,misc]
         token_ttl = ttl
-        _token = None
+        _tokens: dict[tuple[str, str, str], tuple[float, str]] = {}
 
         def mint_token(self, params: dict[str, Any]) -> str:
             return tokens.mint()
@@ -425,3 +435,52 @@ def test_token_per_connect_backend(
         assert len(tokens.minted) == 1  # reused while valid, and still accepted
     else:
         assert len(tokens.minted) == opened
+
+
+def test_token_in_get_connection_params_keeps_one_pool(
+    pool_alias: PoolAliasFactory, account: Account
+) -> None:
+    """django-iam-dbauth's shape: a fresh token at every get_connection_params()
+    call, which Django makes at every checkout: still one pool, and
+    connections opened never exceed its size."""
+    pool_size, cycles = 3, 120
+    alias = pool_alias(pool_size=pool_size, max_overflow=2, settings=account.settings)
+    backend = load_backend(connections["default"].settings_dict["ENGINE"])
+    tokens = StandInTokens(account)
+
+    class DatabaseWrapper(backend.DatabaseWrapper):  # type: ignore[name-defined,misc]
+        def get_connection_params(self) -> dict[str, Any]:
+            params: dict[str, Any] = super().get_connection_params()
+            params["password"] = tokens.mint()
+            return params
+
+        def connect(self) -> None:
+            # The stand-in's limit (see StandInTokens): no other mint between
+            # this checkout's and the connect it may make.
+            with tokens.connecting:
+                super().connect()
+
+    seen: set[int] = set()
+    lock = threading.Lock()
+
+    def requests() -> None:
+        wrapper = alias.wrapper(DatabaseWrapper)
+        for _ in range(cycles):
+            session = backend_id(wrapper)
+            wrapper.close()
+            with lock:
+                seen.add(session)
+
+    with threads_running([requests] * 3) as errors:
+        pass
+    assert errors == []
+    figures(
+        f"token in get_connection_params ({VENDOR})",
+        request_cycles=3 * cycles,
+        tokens_minted=len(tokens.minted),
+        connections_opened=len(seen),
+        pools=pools_of(alias),
+    )
+    assert len(tokens.minted) >= 3 * cycles  # Django asked at every checkout
+    assert len(seen) <= pool_size, seen
+    assert pools_of(alias) == 1

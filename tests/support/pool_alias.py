@@ -41,7 +41,9 @@ class PoolAlias:
         """
         if cls is None:
             cls = load_backend(self.settings_dict["ENGINE"]).DatabaseWrapper
-        settings_dict = self.settings_dict if shared else copy.deepcopy(self.settings_dict)
+        settings_dict = (
+            self.settings_dict if shared else copy.deepcopy(self.settings_dict)
+        )
         wrapper = cls(settings_dict, self.name)
         self._wrappers.append(wrapper)
         return wrapper

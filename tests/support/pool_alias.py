@@ -31,10 +31,20 @@ class PoolAlias:
     settings_dict: dict[str, Any]
     _wrappers: list[Any] = field(default_factory=list, repr=False)
 
-    def wrapper(self) -> Any:
-        """A new DatabaseWrapper on this alias, as each thread of Django has."""
-        backend = load_backend(self.settings_dict["ENGINE"])
-        wrapper = backend.DatabaseWrapper(copy.deepcopy(self.settings_dict), self.name)
+    def wrapper(self, cls: type | None = None, *, shared: bool = False) -> Any:
+        """A new DatabaseWrapper on this alias, as each thread of Django has.
+
+        ``cls``: a DatabaseWrapper class of the test's own (default: the
+        ENGINE's). ``shared``: read this alias's settings dict itself, as
+        every thread's wrapper reads Django's, so that a change made in place
+        reaches them all (otherwise each wrapper has its own copy).
+        """
+        if cls is None:
+            cls = load_backend(self.settings_dict["ENGINE"]).DatabaseWrapper
+        settings_dict = (
+            self.settings_dict if shared else copy.deepcopy(self.settings_dict)
+        )
+        wrapper = cls(settings_dict, self.name)
         self._wrappers.append(wrapper)
         return wrapper
 

@@ -196,12 +196,16 @@ class Peak:
 
     @contextlib.contextmanager
     def watching(
-        self, count: Callable[[Observer], int], interval: float = 0.005
+        self,
+        count: Callable[[Observer], int],
+        interval: float = 0.005,
+        settings: dict[str, Any] | None = None,
     ) -> Iterator[Peak]:
+        """``settings``: the observer's, for another server (a private one)."""
         done = threading.Event()
 
         def watch() -> None:
-            watcher = Observer()
+            watcher = Observer(**(settings or {}))
             try:
                 while not done.is_set():
                     self.record(count(watcher))

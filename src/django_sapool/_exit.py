@@ -22,6 +22,8 @@ import atexit
 import contextlib
 import sys
 
+from django.db import connections
+
 from . import _fork, _registry
 
 #: atexit's list is inherited by forked children: registered once in all.
@@ -31,8 +33,16 @@ _registered = False
 
 
 def close_idle() -> None:
-    """Dispose this process's pools: their idle connections close now."""
+    """Give back the exiting thread's connections, then dispose this process's
+    pools: their idle connections close now.
+
+    The exiting thread may still hold one (a gunicorn master that queried
+    while loading the app, a script): Django's close() gives it back as at
+    the end of a request, or forgets it untouched if it was inherited.
+    """
     with contextlib.suppress(Exception):  # exiting: nothing left to tell
+        connections.close_all()
+    with contextlib.suppress(Exception):
         _registry.dispose()
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -715,6 +716,10 @@ class DatabasePool:
         # parent's: keep it, untouched.
         connection = record.dbapi_connection
         if connection is None:  # invalidated: closed already
+            return
+        if sys.is_finalizing():
+            # The interpreter is exiting: no reaper runs any more. Left on its
+            # record, the connection says goodbye as it is freed.
             return
         entry: Any = record  # dbapi_connection is writable on SQLAlchemy's record
         entry.dbapi_connection = None

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from django_sapool._watchdog import watchdog
-from tests.support.forking import c_fork, in_child, live_threads, python_fork, settle
+from tests.support.forking import c_fork, in_child, live_threads, settle
 
 WATCHDOG_THREAD = "django_sapool watchdog"
 #: How late the watchdog's thread may run on a busy machine.
@@ -85,6 +85,9 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
     """A fork from C runs no fork hook: the child's threads are the first to
     learn of it, and several may start a call at the same moment."""
     ours, _server = pair
+    watchdog.finish(watchdog.start(ours, 60, "parent", "the pre-ping"))
+    assert live_threads(WATCHDOG_THREAD) == 1  # the parent's
+    settle()
     threads = 8
 
     def child_work() -> dict[str, object]:
@@ -114,17 +117,8 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
             "cut_in_time": cut_in_time,
         }
 
-    def master() -> list[object]:
-        # As a uWSGI master: one process whose only other thread is the
-        # watchdog's. (CPython 3.13's locks keep, in a table a fork from C does
-        # not reset, the threads parked on them: each idle thread the suite
-        # left in its own process would be one more stale entry there.)
-        watchdog.finish(watchdog.start(ours, 60, "parent", "the pre-ping"))
-        assert live_threads(WATCHDOG_THREAD) == 1  # the master's
-        settle()
-        return [in_child(c_fork, child_work) for _ in range(20)]
-
-    for report in in_child(python_fork, master, timeout=120):
+    for _ in range(20):
+        report = in_child(c_fork, child_work)
         assert report == {
             "running": 1,
             "keys": threads,

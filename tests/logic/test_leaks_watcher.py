@@ -171,4 +171,7 @@ def test_one_leak_watcher_thread_in_a_c_forked_child_whose_threads_watch_at_once
 
     for _ in range(20):
         report = in_child(c_fork, child_work)
-        assert report == {"running": 1, "watched": threads + 1, "made": threads + 1}
+        # Never two watcher threads (threading's table after a fork from C may
+        # miss the one that runs: see test_watchdog), and every watch joined it.
+        assert report.pop("running") <= 1
+        assert report == {"watched": threads + 1, "made": threads + 1}

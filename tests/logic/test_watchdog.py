@@ -119,8 +119,11 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
 
     for _ in range(20):
         report = in_child(c_fork, child_work)
+        # Never two watchdog threads. (After a fork from C, threading's table
+        # still holds the parent's threads; a new thread reusing a dead one's
+        # identity may be missing from it: "cut_in_time" shows one runs.)
+        assert report.pop("running") <= 1
         assert report == {
-            "running": 1,
             "keys": threads,
             "cut": [False] * threads,
             "cut_in_time": True,

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from . import _fork
 from ._events import log_fields
+from ._wakeup import Wakeup
 
 logger = logging.getLogger("django_sapool")
 
@@ -100,7 +101,7 @@ class _Watcher:
         self._watches: weakref.WeakSet[LeakWatch] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._running = False
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._round = threading.Lock()
         self._error_logged = False
 
@@ -131,7 +132,6 @@ class _Watcher:
 
     def _run(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 delay = self.check()
             except Exception:
@@ -187,6 +187,7 @@ def _new_watcher_after_fork() -> None:
     # The parent's watcher thread does not exist here, and its lock may have
     # been held at the fork; the child's pools start a watcher of their own.
     global _watcher
+    _watcher._wake.close()
     _watcher = _Watcher()
 
 

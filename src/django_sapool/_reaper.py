@@ -7,7 +7,8 @@ may hold our locks, or run an event loop. No network I/O may happen there.
 So the pool frees the slot at once, without a byte sent, and queues the
 connection here; one daemon thread per process closes it (the server then
 rolls back whatever it left open). ``SimpleQueue.put`` is safe in finalisers;
-starting a thread is not, so the thread starts with the first pool.
+starting a thread is not, so the thread starts with the first pool. The thread
+waits on a ``Wakeup``, not on the queue, to park in no lock (``_wakeup``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 from typing import Any
 
 from . import _fork
+from ._wakeup import Wakeup
 
 logger = logging.getLogger("django_sapool")
 
@@ -31,6 +33,7 @@ class Reaper:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._wakeup = Wakeup()
         self._started = False
         self._lock = threading.Lock()
 
@@ -38,6 +41,8 @@ class Reaper:
         """In a forked child: what the parent queued is the parent's to close."""
         _fork.keep_forever(self._queue)
         self._queue = queue.SimpleQueue()
+        self._wakeup.close()
+        self._wakeup = Wakeup()
         self._lock = threading.Lock()
         self._started = False
 
@@ -62,20 +67,28 @@ class Reaper:
         """Queue a connection to close, and a warning to log (``why % args``);
         safe inside a finaliser."""
         self._queue.put((connection, logging.WARNING, why, args, extra))
+        self._wakeup.set()
 
     def log_later(self, level: int, message: str, *args: object) -> None:
         """Queue a log record; safe inside a finaliser."""
         self._queue.put((None, level, message, args, None))
+        self._wakeup.set()
 
     def wait_idle(self) -> None:
         """Block until everything queued so far is done (tests)."""
         done = threading.Event()
         self._queue.put((done, 0, "", (), None))
+        self._wakeup.set()
         done.wait()
 
     def _run(self) -> None:
         while True:
-            connection, level, message, args, extra = self._queue.get()
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:  # anything put after this has set the wakeup
+                self._wakeup.wait(None)
+                continue
+            connection, level, message, args, extra = item
             if isinstance(connection, threading.Event):
                 connection.set()
                 continue
@@ -86,7 +99,7 @@ class Reaper:
                     logger.debug("Closing a reclaimed connection: %s", exc)
             if message:
                 logger.log(level, message, *args, extra=extra)
-            del connection
+            del connection, item
 
 
 reaper = Reaper()

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import _fork
 from ._events import log_fields
+from ._wakeup import Wakeup
 
 logger = logging.getLogger("django_sapool")
 
@@ -33,12 +34,13 @@ class Watchdog:
 
     The thread sleeps until the earliest deadline, or until a call starts if
     none is in flight: it does not poll. A thread that wakes for the GIL while
-    another forks from C (uWSGI) can leave the child's GIL handover stuck.
+    another forks from C (uWSGI) can leave the child's GIL handover stuck, and
+    one parked on a lock can crash the child (``_wakeup``).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
+        self._wakeup = Wakeup()
         #: key -> (deadline, socket fd, alias, what the call is)
         self._calls: dict[int, tuple[float, int, str, str]] = {}
         #: Calls cut whose finish() has not come yet.
@@ -53,7 +55,8 @@ class Watchdog:
         """In a forked child (registry callback): the parent's thread, calls
         and lock are not ours, and the lock may be held by a vanished thread."""
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
+        self._wakeup.close()
+        self._wakeup = Wakeup()
         self._calls = {}
         self._cut = set()
         self._running = False
@@ -79,7 +82,7 @@ class Watchdog:
                 ).start()
             elif deadline < self._next_look:  # rarely: once per idle spell
                 self._next_look = deadline
-                self._wakeup.notify()
+                self._wakeup.set()
         return key
 
     def finish(self, key: int | None) -> bool:
@@ -125,8 +128,9 @@ class Watchdog:
                 else:
                     next_look = min(next_look, deadline)
             self._next_look = next_look
-            if not cut:
-                self._wakeup.wait(None if next_look == math.inf else next_look - now)
+        if not cut:  # a call started since then has set the wakeup
+            self._wakeup.wait(None if next_look == math.inf else next_look - now)
+            return
         for alias, what in cut:
             logger.warning(
                 "Alias %r: %s took longer than ping_timeout; the connection "

@@ -55,11 +55,19 @@ def in_child(
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             pytest.fail(f"child hung for {timeout} s")
-        payload = json.loads(pipe.read() or '{"error": "child died"}')
-    os.waitpid(pid, 0)
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    payload = json.loads(output) if output else {"error": died(status)}
     if "error" in payload:
         pytest.fail(f"child failed:\n{payload['error']}")
     return payload["result"]
+
+
+def died(status: int) -> str:
+    """How a child that wrote no report ended, from its wait status."""
+    if os.WIFSIGNALED(status):
+        return f"child died of signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"child exited with status {os.waitstatus_to_exitcode(status)}, no report"
 
 
 def live_threads(name: str) -> int:

@@ -1,7 +1,8 @@
 """How the suite runs: which tests a driver's run collects, and what a skip means.
 
 Tests marked ``postgresql``, ``mysql`` or ``psycopg3`` run only in the matching
-driver's run (they are deselected, not skipped, elsewhere). When the server is
+driver's run (they are deselected, not skipped, elsewhere); ``django_tasks``
+ones only on Django 6.0 and later. When the server is
 unreachable its tests are skipped with the reason, except under ``CI=true``,
 where any skip is a failure. Tests under tests/logic/ are marked ``logic``:
 they may not use the database (no ``django_db`` mark, no ``pool_alias`` or
@@ -16,6 +17,7 @@ import os
 from collections.abc import Generator
 from pathlib import Path
 
+import django
 import pytest
 from django.db import connections
 from django.db.utils import load_backend
@@ -47,6 +49,8 @@ def pytest_collection_modifyitems(
     foreign = {"postgresql", "mysql", "psycopg3"} - {test_settings.VENDOR}
     if test_settings.DRIVER == "psycopg":
         foreign.discard("psycopg3")
+    if django.VERSION < (6, 0):
+        foreign.add("django_tasks")
     deselected = [
         item for item in items if any(item.get_closest_marker(m) for m in foreign)
     ]

@@ -19,14 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.db.utils import load_backend
-from django.utils.connection import ConnectionDoesNotExist
 
 import django_sapool
 from django_sapool._reaper import reaper
 from tests.support.forking import in_child, python_fork
-from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory, thread_connection
 from tests.support.server import (
     Observer,
     backend_id,
@@ -55,23 +53,6 @@ def no_gc() -> Iterator[None]:
 
 def figures(scenario: str, **counts: object) -> None:
     print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-
-
-def thread_connection(using: str, settings_dict: dict[str, Any]) -> Any:
-    """This thread's wrapper for ``using``, made the first time, kept as Django
-    keeps its own: in the connection handler's thread-local storage.
-
-    Not in ``connections.settings``: Django's test case forbids threads to
-    connect to an alias it lists there and the test did not declare.
-    """
-    try:
-        return connections[using]
-    except ConnectionDoesNotExist:
-        backend = load_backend(settings_dict["ENGINE"])
-        connections[using] = backend.DatabaseWrapper(
-            copy.deepcopy(settings_dict), using
-        )
-        return connections[using]
 
 
 def view(using: str, settings_dict: dict[str, Any], sessions: set[int]) -> list[int]:

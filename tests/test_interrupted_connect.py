@@ -10,7 +10,9 @@ fails with ServerUnavailable until the process restarts.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import OperationalError
@@ -75,8 +77,21 @@ def test_a_signal_during_the_probes_blocking_connect_does_not_wedge_the_gate(
     raise_on_alarm.append(raised)
     signal.setitimer(signal.ITIMER_REAL, 0.3)
     probe = alias.wrapper()
-    with pytest.raises(raised):
-        backend_id(probe)  # the probe: its connect is interrupted
+    # The handler raises in the first Python code run after the connect: ours,
+    # or now and then a weakref callback (a dying Thread leaving threading's
+    # WeakSet), where the exception is swallowed and the connect's timeout
+    # comes out instead. Either way the gate must not be wedged.
+    swallowed: list[Any] = []
+    pytest_hook, sys.unraisablehook = sys.unraisablehook, swallowed.append
+    try:
+        with pytest.raises((raised, OperationalError)) as caught:
+            backend_id(probe)  # the probe: its connect is interrupted
+    finally:
+        sys.unraisablehook = pytest_hook
+    assert caught.type is raised or any(
+        isinstance(unraisable.exc_value, raised) for unraisable in swallowed
+    ), (caught, swallowed)
+    swallowed.clear()
     probe.close()
 
     proxy.forward()  # the server is back: the next checkout connects

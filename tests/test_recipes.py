@@ -209,8 +209,11 @@ def test_uwsgi(
 # Celery ----------------------------------------------------------------------------
 
 
-def test_celery_prefork(spawn: Callable[..., Program], sessions: Sessions) -> None:
-    """Prefork pool processes, each disposing inherited pools in worker_process_init."""
+def run_celery(
+    spawn: Callable[..., Program], sessions: Sessions, pool: str, tasks: int
+) -> tuple[Program, list[dict[str, Any]]]:
+    """A Celery worker with ``pool``, and the reports of ``tasks`` tasks (at
+    least one per prefork process), sent eight at a time."""
     need_module("celery")
     need_module("redis")
     from celery import Celery
@@ -222,34 +225,34 @@ def test_celery_prefork(spawn: Callable[..., Program], sessions: Sessions) -> No
     except OSError as exc:
         pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
     queue = f"sapool-recipes-{uuid.uuid4().hex}"
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "--app=tests.recipes.celery_app",
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={WORKERS}",
+        f"--queues={queue}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=WARNING",
+    ]
+    if pool == "prefork":  # pool processes exit, the main one stays
+        args += ["--max-tasks-per-child=5", "-O", "fair"]
     program = spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "--app=tests.recipes.celery_app",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={WORKERS}",
-            "--max-tasks-per-child=5",  # pool processes exit, the main one stays
-            "-O",
-            "fair",
-            f"--queues={queue}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel=WARNING",
-        ],
-        env={"SAPOOL_RECIPES_QUEUE": queue, "SAPOOL_REDIS_URL": REDIS_URL},
+        args, env={"SAPOOL_RECIPES_QUEUE": queue, "SAPOOL_REDIS_URL": REDIS_URL}
     )
     client = Celery("recipes-client", broker=REDIS_URL, backend=REDIS_URL)
     results: list[dict[str, Any]] = []
+    processes = WORKERS if pool == "prefork" else 1
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while len(results) < 16 or len({r["pid"] for r in results}) < WORKERS:
+        while len(results) < tasks or len({r["pid"] for r in results}) < processes:
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"tasks not served by {WORKERS} processes:\n{program.output()}"
+                    f"tasks not served by {processes} processes:\n{program.output()}"
                 )
             pending = [
                 client.send_task("tests.recipes.celery_app.backend", queue=queue)
@@ -272,12 +275,47 @@ def test_celery_prefork(spawn: Callable[..., Program], sessions: Sessions) -> No
     finally:
         forget_queue(client, queue)
         client.close()
+    return program, results
+
+
+def test_celery_prefork(spawn: Callable[..., Program], sessions: Sessions) -> None:
+    """Prefork pool processes, each disposing inherited pools in worker_process_init."""
+    program, results = run_celery(spawn, sessions, "prefork", 16)
     used = check_forked_workers(
         program, sessions, results, loaded_in_master=True, recycled=True
     )
     # Celery's Django fixup closes connections around each task: back to the
     # pool, so a pool process runs all its tasks on one session.
     assert all(len(ids) == 1 for ids in used.values()), used
+    program.stop()
+    sessions.wait_none()
+
+
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_celery_threads_and_gevent(
+    spawn: Callable[..., Program], sessions: Sessions, pool: str
+) -> None:
+    """One process, tasks on threads or greenlets: each its own Django wrapper,
+    all on the process's one pool, each connection back after every task."""
+    if pool == "gevent":
+        need_module("gevent")
+    tasks = 48
+    program, results = run_celery(spawn, sessions, pool, tasks)
+    (pid,) = {result["pid"] for result in results}
+    assert pid == program.pid
+    pools = {result["pool"] for result in results}
+    assert len(pools) == 1, "the pool is not rebuilt per task"
+    # One pool's worth of sessions, reused task after task (the import gave
+    # its connection back, and the tasks reuse it too).
+    assert sessions.peak <= PER_PROCESS
+    assert len({result["backend"] for result in results}) <= PER_PROCESS
+    assert not sessions.idle_in_transaction()
+    # Back after every task: 48 tasks, WORKERS at a time, on a 2 + 1 pool
+    # (one slot held by the import) never wait out the pool's timeout.
+    print(
+        f"\n[fault] celery {pool} pool: tasks={len(results)}, errors=0, "
+        f"concurrency={WORKERS}, pools=1, server_sessions_max={sessions.peak}"
+    )
     program.stop()
     sessions.wait_none()
 

@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._registry import dispose
 from .config import PoolConfig
 from .errors import PoolTimeout, SAPoolError, ServerUnavailable
+from .idle import close_idle_connections, closes_idle_connections
 from .stats import get_stats, pop_stats
 
 try:
@@ -20,6 +21,8 @@ __all__ = [
     "SAPoolError",
     "ServerUnavailable",
     "__version__",
+    "close_idle_connections",
+    "closes_idle_connections",
     "dispose",
     "get_stats",
     "pop_stats",

@@ -55,6 +55,9 @@ OPENED = "django_sapool.opened"
 INVALIDATED = "django_sapool.invalidated"
 #: record.info key, only while a listener is registered: (listeners, when lent).
 LENT_AT = "django_sapool.lent_at"
+#: record.info key: (borrowing thread's ident, when lent), for the report an
+#: exhausted pool gives of who holds its connections.
+BORROWED = "django_sapool.borrowed"
 
 
 #: What the reaper logs about a connection given back without release().
@@ -272,6 +275,7 @@ class DatabasePool:
                     listener.checkout_ended(self, ended - started, failure)
         if listeners:
             proxied.info[LENT_AT] = (listeners, ended)
+        proxied.info[BORROWED] = (threading.get_ident(), ended)
         _fork.lent[id(proxied)] = weakref.ref(proxied)
         if self._leaks is not None:
             self._leaks.lent(proxied)
@@ -767,10 +771,31 @@ class DatabasePool:
             f"No connection available for database alias {self.alias!r} after "
             f"waiting {waited:.2f} s (timeout={config.timeout:g}): "
             f"pool_size={config.pool_size}, max_overflow={config.max_overflow}, "
-            f"{self._pool.checkedout()} checked out. Raise pool_size/max_overflow, "
-            "lower threads per process, or find long holders with leak_timeout."
+            f"{self._pool.checkedout()} checked out{self._holders()}. Raise "
+            "pool_size/max_overflow, lower threads per process, or give idle "
+            "connections back (django_sapool.close_idle_connections)."
         )
         return self._timeout_error(message)
+
+    def _holders(self) -> str:
+        """Which threads hold this pool's connections, and for how long: the
+        longest first (an executor thread keeping an idle one, say)."""
+        now = time.monotonic()
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        held = []
+        for ref in list(_fork.lent.values()):
+            proxied = ref()
+            if proxied is None or proxied._pool is not self._pool:
+                continue
+            ident, since = proxied.info.get(BORROWED, (None, now))
+            name = names.get(ident, "an ended thread")
+            held.append((now - since, name))
+        if not held:
+            return ""
+        held.sort(reverse=True)
+        shown = ", ".join(f"{name!r} for {age:.1f} s" for age, name in held[:5])
+        more = f" and {len(held) - 5} more" if len(held) > 5 else ""
+        return f", held by {shown}{more}"
 
 
 def _from_the_creator(error: BaseException) -> BaseException:

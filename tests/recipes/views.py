@@ -23,7 +23,12 @@ def report() -> dict[str, Any]:
         (backend,) = cursor.fetchone()
     # Not imported here: under ASGI the import would query in the event loop.
     startup = getattr(sys.modules.get("tests.recipes.startup"), "STARTUP", None)
-    return {"pid": os.getpid(), "backend": int(backend), "startup": startup}
+    return {
+        "pid": os.getpid(),
+        "backend": int(backend),
+        "startup": startup,
+        "pool": id(connection._sapool_pool),  # type: ignore[attr-defined]
+    }
 
 
 def backend(request: HttpRequest) -> JsonResponse:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from django.db import connections
 from django.db.utils import load_backend
+from django.utils.connection import ConnectionDoesNotExist
 
 import django_sapool
 
@@ -78,3 +79,20 @@ def new_pool_alias(
     settings_dict["OPTIONS"] = {**(options or {}), "sapool": pool}
     settings_dict.update(settings or {})
     return PoolAlias(f"pooled{next(_alias_numbers)}", settings_dict)
+
+
+def thread_connection(using: str, settings_dict: dict[str, Any]) -> Any:
+    """This thread's wrapper for ``using``, made the first time, kept as Django
+    keeps its own: in the connection handler's thread-local storage.
+
+    Not in ``connections.settings``: Django's test case forbids threads to
+    connect to an alias it lists there and the test did not declare.
+    """
+    try:
+        return connections[using]
+    except ConnectionDoesNotExist:
+        backend = load_backend(settings_dict["ENGINE"])
+        connections[using] = backend.DatabaseWrapper(
+            copy.deepcopy(settings_dict), using
+        )
+        return connections[using]

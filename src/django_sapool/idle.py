@@ -1,0 +1,60 @@
+"""Giving back the connections of threads Django's request cycle never closes.
+
+Django closes a thread's connections at the end of each request, in the
+request's own thread. Threads outside that cycle keep theirs between uses:
+executor threads under ASGI (``sync_to_async(thread_sensitive=False)``),
+worker threads of a task queue. Stock Django opens one connection per such
+thread; a bounded pool runs dry instead. Taking a connection from another
+thread is not safe (Django reads ``wrapper.connection`` without a lock, so a
+query starting at that moment would run on a session lent to someone else),
+so the thread itself gives it back, here, when its work is done.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from django.db import connections
+
+from .wrapper import PooledDatabaseWrapperMixin
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def close_idle_connections(**signal_arguments: object) -> None:
+    """Give this thread's idle connections back to their pools.
+
+    Idle means outside any atomic block, in autocommit: giving it back loses
+    nothing. A connection in a transaction is left alone (a task run at once
+    inside a request's ``atomic()`` must not end the request's transaction).
+    Aliases on other backends get what Django does at the end of a request.
+    Takes and ignores a signal's arguments, to be connected as a receiver.
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block:
+            continue
+        if not isinstance(connection, PooledDatabaseWrapperMixin):
+            connection.close_if_unusable_or_obsolete()
+        elif connection.connection is not None and connection.get_autocommit():
+            connection.close()
+
+
+def closes_idle_connections(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``func``, then ``close_idle_connections()`` in the same thread.
+
+    For work handed to threads that outlive it::
+
+        await sync_to_async(closes_idle_connections(report), thread_sensitive=False)()
+    """
+
+    @functools.wraps(func)
+    def run_then_close(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_idle_connections()
+
+    return run_then_close

@@ -22,6 +22,7 @@ from tests.testapp.models import Item
 
 pytestmark = [
     pytest.mark.django_tasks,
+    pytest.mark.faults,
     pytest.mark.django_db(transaction=True),
     pytest.mark.direct_server(reason="compares server sessions"),
 ]
@@ -79,6 +80,10 @@ def test_a_worker_thread_gives_its_connection_back_after_every_task() -> None:
     assert all(s["pool_used"] == 0 for s in seen), seen
     # The pool is not rebuilt per task: its one idle connection serves them all.
     assert len({s["session"] for s in seen}) == 1
+    print(
+        f"\n[fault] Django tasks on a worker thread: tasks={len(seen)}, "
+        f"held_between_tasks=0, sessions={len({s['session'] for s in seen})}"
+    )
     assert Item.objects.filter(name__startswith="task ").count() == 5
 
 

@@ -66,6 +66,7 @@ class PooledDatabaseWrapperMixin:
     closed_in_transaction: bool
     needs_rollback: bool
     errors_occurred: bool
+    health_check_enabled: bool
     timezone_name: str
     vendor: str
 
@@ -248,6 +249,12 @@ class PooledDatabaseWrapperMixin:
         cursors = self._sapool_cursors
         if len(cursors) > _PRUNE_CURSORS_AT:  # a long loan: forget the dead
             cursors[:] = [ref for ref in cursors if ref() is not None]
+
+    def close_if_health_check_failed(self) -> None:
+        # Every cursor passes here; without CONN_HEALTH_CHECKS Django's check
+        # returns at once, so skip the two calls (the backend's and the base's).
+        if self.health_check_enabled:
+            super().close_if_health_check_failed()  # type: ignore[misc]
 
     def is_usable(self) -> bool:
         pool = self._sapool_pool

@@ -103,6 +103,39 @@ def test_exhausted_pool_raises_pool_timeout_then_recovers(
     assert backend_id(waiting) in held, "a returned connection is reused"
 
 
+def test_a_waiting_checkout_gets_a_returned_connection_at_once(
+    pool_alias: PoolAliasFactory,
+) -> None:
+    """A return wakes a checkout waiting in QueuePool: it must not wait out
+    its timeout (the return puts the connection back under the queue's lock
+    and notifies whoever waits; see _pool._QueuePool)."""
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=20)
+    holder, waiter = alias.wrapper(), alias.wrapper()
+    holder.ensure_connection()
+    waited: list[float] = []
+
+    def wait_for_it() -> None:
+        started = time.monotonic()
+        waiter.ensure_connection()
+        waited.append(time.monotonic() - started)
+        waiter.close()
+
+    def give_back() -> None:
+        wait_until(
+            lambda: django_sapool.get_stats(alias.name)["requests_waiting"] == 1,
+            "the waiter waits",
+        )
+        time.sleep(0.2)  # well inside QueuePool's wait, not at its start
+        holder.close()
+
+    holder.inc_thread_sharing()  # closed from another thread
+    waiter.inc_thread_sharing()
+    assert run_threads([wait_for_it, give_back], timeout=30) == []
+    assert len(waited) == 1
+    # Woken by the return, not at the end of its wait slice (2 s and more).
+    assert 0.15 <= waited[0] < 1.5, waited
+
+
 @pytest.mark.direct_server(
     reason=(
         "compares the driver's backend pid with the server's; PgBouncer gives "

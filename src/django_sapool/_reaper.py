@@ -1,5 +1,8 @@
 """Close, off the collector, connections whose borrower was garbage-collected.
 
+(And run the little other work that must not run where it arises: see
+``run_later``.)
+
 A borrower that is collected still holding a connection (a thread that ended
 without closing it) has the connection handed back by SQLAlchemy from inside
 the garbage collector, in whatever thread triggered the collection: one that
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from . import _fork
@@ -26,6 +30,15 @@ logger = logging.getLogger("django_sapool")
 #: A connection to close (or None, or an Event to set), and what to log:
 #: level, message, its arguments, and the structured fields (_events).
 _Item = tuple[Any, int, str, tuple[object, ...], "dict[str, Any] | None"]
+
+
+class _Work:
+    """A function queued with ``run_later``."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        self.function = function
 
 
 class Reaper:
@@ -74,6 +87,12 @@ class Reaper:
         self._queue.put((None, level, message, args, None))
         self._wakeup.set()
 
+    def run_later(self, function: Callable[[], object]) -> None:
+        """Run ``function`` in this thread: for work a request must not pay
+        for (the OpenTelemetry SDK's records past its queue's limit)."""
+        self._queue.put((_Work(function), 0, "", (), None))
+        self._wakeup.set()
+
     def wait_idle(self) -> None:
         """Block until everything queued so far is done (tests)."""
         done = threading.Event()
@@ -91,6 +110,12 @@ class Reaper:
             connection, level, message, args, extra = item
             if isinstance(connection, threading.Event):
                 connection.set()
+                continue
+            if isinstance(connection, _Work):
+                try:
+                    connection.function()
+                except Exception:
+                    logger.exception("django_sapool: background work failed")
                 continue
             if connection is not None:
                 try:

@@ -9,12 +9,14 @@ application's (docs/observability.md).
 
 ``db.client.connection.pool.name`` is the Django database alias: unique in a
 process, the name the settings and the logs use. A checkout or a return
-only queues its duration (the SDK's ``record()`` costs tens of microseconds,
-more than the checkout itself); the queue goes into the histograms when the
-SDK collects, before it reads them, or inline once it holds FLUSH_AT values
-(an SDK that never collects must not grow it). The gauges (count, max,
-idle.max, idle.min, pending_requests) are read from get_stats()'s figures
-when the SDK collects, and cost nothing per checkout.
+only queues its duration (the SDK's ``record()`` costs microseconds, more
+than the checkout itself); the queue goes into the histograms when the SDK
+collects, before it reads them, or, once it holds FLUSH_AT values, in the
+pool's background thread (an SDK that never collects must not grow it, and
+no request should record thousands of values). Past INLINE_AT, should that
+thread be stuck, the checkout that finds the queue so long records it. The
+gauges (count, max, idle.max, idle.min, pending_requests) are read from
+get_stats()'s figures when the SDK collects, and cost nothing per checkout.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from opentelemetry.metrics import (
 )
 
 from ._pool import add_listener, remove_listener
+from ._reaper import reaper
 from .stats import gauges
 
 if TYPE_CHECKING:
@@ -68,8 +71,10 @@ SECONDS_BUCKETS: Sequence[float] = (
 )
 
 _lock = threading.Lock()
-#: Queued durations recorded inline past this many (see the module docstring).
+#: Queued durations recorded in the background past this many, inline past
+#: INLINE_AT (see the module docstring).
 FLUSH_AT = 4096
+INLINE_AT = 16 * FLUSH_AT
 
 
 class _Instruments:
@@ -111,6 +116,8 @@ class _Instruments:
         self._queued: collections.deque[tuple[Histogram, float, Attributes]] = (
             collections.deque()
         )
+        #: A background flush is queued and has not finished yet.
+        self._flushing = False
 
     def flush(self) -> None:
         """Record what checkouts and returns queued."""
@@ -118,6 +125,19 @@ class _Instruments:
         while queued:  # others may append meanwhile: take what is there
             histogram, seconds, attributes = queued.popleft()
             histogram.record(seconds, attributes)
+
+    def _flush_soon(self, queued: int) -> None:
+        if queued >= INLINE_AT:
+            self.flush()
+        elif not self._flushing:
+            self._flushing = True
+            reaper.run_later(self._flush_in_background)
+
+    def _flush_in_background(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._flushing = False
 
     def attributes(self, alias: str) -> Attributes:
         attributes = self._attributes.get(alias)
@@ -136,7 +156,7 @@ class _Instruments:
         if failure == "requests_timeouts":
             self.timeouts.add(1, attributes)
         if len(queued) >= FLUSH_AT:
-            self.flush()
+            self._flush_soon(len(queued))
 
     def connected(self, pool: DatabasePool, seconds: float) -> None:
         self.create_time.record(seconds, self.attributes(pool.alias))

@@ -9,6 +9,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from django_sapool import opentelemetry as sapool_otel
+from django_sapool._reaper import reaper
 
 
 class FakePool:
@@ -54,12 +55,27 @@ def test_a_checkout_only_queues_and_a_collection_records_it_all(
 
 
 def test_the_queue_stays_bounded_when_nothing_collects(instruments: Any) -> None:
+    """Past FLUSH_AT the pool's background thread records the queue: no
+    checkout pays for thousands of record() calls."""
     listener, reader = instruments
     pool: Any = FakePool()
+    reaper.start()
     for _ in range(3 * sapool_otel.FLUSH_AT):
         listener.checkout_ended(pool, 0.001, None)
         listener.returned(pool, 0.002)
+    reaper.wait_idle()
     assert len(listener._queued) < sapool_otel.FLUSH_AT
     listener.flush()
     counts = histogram_counts(reader)
     assert counts["db.client.connection.wait_time"] == 3 * sapool_otel.FLUSH_AT
+
+
+def test_a_stuck_background_thread_cannot_grow_the_queue_for_ever(
+    instruments: Any,
+) -> None:
+    listener, _reader = instruments
+    pool: Any = FakePool()
+    listener._flushing = True  # as if its background flush never ran
+    for _ in range(sapool_otel.INLINE_AT):
+        listener.checkout_ended(pool, 0.001, None)
+    assert len(listener._queued) < sapool_otel.FLUSH_AT

@@ -3,8 +3,9 @@
 Django closes connections around requests, not around tasks: a worker thread
 that runs task after task keeps its connection between them. Connected to
 ``task_started`` and ``task_finished``, ``close_idle_connections`` gives it
-back after every task, and leaves alone a connection in a transaction (the
-immediate backend runs a task inside the caller's ``atomic()``).
+back after every task, and leaves alone a connection in a transaction. For the
+immediate backend, which runs a task inside its caller (a request), it does
+nothing: the caller's connection, cursors and session stay its own.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def recipe() -> Iterator[None]:
     task_finished.disconnect(django_sapool.close_idle_connections)
 
 
+@pytest.fixture
+def worker_backend(settings: Any) -> None:
+    """Tasks go to a backend that stands for a worker's (testapp.task_backends);
+    Django resets its task backends when the setting changes, and back."""
+    backend = "tests.testapp.task_backends.WorkerBackend"
+    settings.TASKS = {"default": {"BACKEND": backend}}
+
+
 def run_in_a_worker_thread(tasks: int) -> list[dict[str, Any]]:
     """A long-lived thread runs ``tasks`` tasks; after each, what the pool
     says of its connections while the thread lives on (pool_used: the
@@ -72,7 +81,7 @@ def run_in_a_worker_thread(tasks: int) -> list[dict[str, Any]]:
     return seen
 
 
-@pytest.mark.usefixtures("recipe")
+@pytest.mark.usefixtures("recipe", "worker_backend")
 def test_a_worker_thread_gives_its_connection_back_after_every_task() -> None:
     seen = run_in_a_worker_thread(5)
     assert [s["status"] for s in seen] == ["SUCCESSFUL"] * 5
@@ -87,6 +96,7 @@ def test_a_worker_thread_gives_its_connection_back_after_every_task() -> None:
     assert Item.objects.filter(name__startswith="task ").count() == 5
 
 
+@pytest.mark.usefixtures("worker_backend")
 def test_without_the_recipe_the_worker_thread_keeps_its_connection() -> None:
     """What the recipe is for (and that the test above can fail)."""
     seen = run_in_a_worker_thread(2)
@@ -107,3 +117,16 @@ def test_a_task_run_inside_atomic_leaves_the_callers_transaction_alone() -> None
         Item.objects.filter(name__in=["before the task", "in the transaction"]).count()
         == 2
     )
+
+
+@pytest.mark.usefixtures("recipe")
+def test_the_immediate_backend_leaves_the_callers_connection_alone() -> None:
+    """Outside atomic() too: a request's cursor and session outlive its task."""
+    from tests.testapp.tasks import add_item
+
+    with connection.cursor() as cursor:
+        session = backend_id(connection)
+        result = add_item.enqueue("from a request")
+        assert result.return_value == session
+        cursor.execute("SELECT 1")  # the request's cursor still works
+        assert backend_id(connection) == session

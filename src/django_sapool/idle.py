@@ -31,8 +31,12 @@ def close_idle_connections(**signal_arguments: object) -> None:
     nothing. A connection in a transaction is left alone (a task run at once
     inside a request's ``atomic()`` must not end the request's transaction).
     Aliases on other backends get what Django does at the end of a request.
-    Takes and ignores a signal's arguments, to be connected as a receiver.
+    Takes a signal's arguments, to be connected as a receiver; sent by
+    Django's immediate task backend, which runs the task inside its caller
+    (a request, say), it does nothing: the caller's connection stays its own.
     """
+    if _sent_by_the_immediate_backend(signal_arguments.get("sender")):
+        return
     for connection in connections.all(initialized_only=True):
         if connection.in_atomic_block:
             continue
@@ -40,6 +44,16 @@ def close_idle_connections(**signal_arguments: object) -> None:
             connection.close_if_unusable_or_obsolete()
         elif connection.connection is not None and connection.get_autocommit():
             connection.close()
+
+
+def _sent_by_the_immediate_backend(sender: object) -> bool:
+    if sender is None:
+        return False
+    try:  # Django 6.0 and later
+        from django.tasks.backends.immediate import ImmediateBackend
+    except ImportError:
+        return False
+    return sender is ImmediateBackend
 
 
 def closes_idle_connections(func: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -34,6 +34,7 @@ from opentelemetry.metrics import (
     Observation,
 )
 
+from . import _fork
 from ._pool import add_listener, remove_listener
 from ._reaper import reaper
 from .stats import gauges
@@ -122,9 +123,18 @@ class _Instruments:
     def flush(self) -> None:
         """Record what checkouts and returns queued."""
         queued = self._queued
-        while queued:  # others may append meanwhile: take what is there
-            histogram, seconds, attributes = queued.popleft()
+        while True:  # others append meanwhile, or flush at once: take what is there
+            try:
+                histogram, seconds, attributes = queued.popleft()
+            except IndexError:
+                return
             histogram.record(seconds, attributes)
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's durations and its pending flush
+        are the parent's."""
+        self._queued.clear()
+        self._flushing = False
 
     def _flush_soon(self, queued: int) -> None:
         if queued >= INLINE_AT:
@@ -287,3 +297,11 @@ _OBSERVED = (
         _pending,
     ),
 )
+
+
+def _forget_parent() -> None:
+    if _instruments is not None:
+        _instruments.forget_parent()
+
+
+_fork.on_child(_forget_parent)

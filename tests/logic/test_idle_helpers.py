@@ -1,4 +1,4 @@
-"""The pool's helper threads idle in ``select()``, parked on no lock.
+"""The pool's helper threads idle in ``poll()`` on a pipe, parked on no lock.
 
 Python 3.13 keeps threads blocked on a lock in a table that a child forked
 from C (uWSGI) inherits broken; a child that then starts threads can crash
@@ -10,6 +10,7 @@ select wait for ours.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import threading
 import time
@@ -61,7 +62,7 @@ def test_a_thread_parked_on_a_lock_is_seen_as_such() -> None:
         thread.join()
 
 
-def test_the_watchdog_idles_in_select(sock: socket.socket) -> None:
+def test_the_watchdog_idles_on_its_pipe(sock: socket.socket) -> None:
     key = watchdog.start(sock, 60, "idle", "a call")  # it sleeps until then
     try:
         assert "futex" not in where_asleep(helper("django_sapool watchdog"))
@@ -71,14 +72,14 @@ def test_the_watchdog_idles_in_select(sock: socket.socket) -> None:
     assert "futex" not in where_asleep(helper("django_sapool watchdog"))
 
 
-def test_the_reaper_idles_in_select() -> None:
+def test_the_reaper_idles_on_its_pipe() -> None:
     reaper.start()
     assert "futex" not in where_asleep(helper("django_sapool reaper"))
     reaper.log_later(0, "")  # the wakeup works: the queue is served
     reaper.wait_idle()
 
 
-def test_the_leak_watcher_idles_in_select() -> None:
+def test_the_leak_watcher_idles_on_its_pipe() -> None:
     LeakWatch("idle", 60)
     assert "futex" not in where_asleep(helper("django_sapool leak watcher"))
 
@@ -109,3 +110,39 @@ def test_a_wakeup_set_from_another_thread_ends_the_wait() -> None:
         timer.join()
     finally:
         wakeup.close()
+
+
+def test_a_wakeup_works_past_select_s_limit_of_1024_descriptors() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        wakeup = Wakeup()  # its pipe numbered past 1024
+        assert wakeup._read > 1024
+        wakeup.set()
+        started = time.monotonic()
+        wakeup.wait(10)
+        assert time.monotonic() - started < 5
+        wakeup.close()
+    finally:
+        for fd in spare:
+            os.close(fd)
+
+
+def test_closing_leaves_alone_a_file_that_reused_the_pipe_s_numbers() -> None:
+    """A child forked from C forgets the parent's wakeups late: by then it
+    may have closed the pipe and opened files under the same numbers."""
+    wakeup = Wakeup()
+    numbers = (wakeup._read, wakeup._write)
+    for fd in numbers:
+        os.close(fd)
+    reused = [os.open(os.devnull, os.O_RDONLY) for _ in range(2)]
+    try:
+        assert sorted(reused) == sorted(numbers)
+        wakeup.close()
+        for fd in reused:
+            os.fstat(fd)  # still open: raises OSError if closed
+    finally:
+        for fd in reused:
+            os.close(fd)

@@ -10,6 +10,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from django_sapool import opentelemetry as sapool_otel
 from django_sapool._reaper import reaper
+from tests.support.forking import in_child, python_fork
 
 
 class FakePool:
@@ -79,3 +80,28 @@ def test_a_stuck_background_thread_cannot_grow_the_queue_for_ever(
     for _ in range(sapool_otel.INLINE_AT):
         listener.checkout_ended(pool, 0.001, None)
     assert len(listener._queued) < sapool_otel.FLUSH_AT
+
+
+def test_a_forked_child_starts_with_no_queue_and_no_pending_flush() -> None:
+    """A fork while a background flush is pending must not leave the child
+    waiting for one that will never run (it would record inline, much later)."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    sapool_otel.instrument(provider)
+    try:
+        listener = sapool_otel._instruments
+        assert listener is not None
+        listener._flushing = True  # queued in the parent's reaper, not run yet
+        pool: Any = FakePool()
+        listener.checkout_ended(pool, 0.001, None)
+
+        def child() -> dict[str, Any]:
+            forked = sapool_otel._instruments
+            assert forked is not None
+            return {"flushing": forked._flushing, "queued": len(forked._queued)}
+
+        assert in_child(python_fork, child) == {"flushing": False, "queued": 0}
+        assert len(listener._queued) == 1  # the parent's own are kept
+    finally:
+        sapool_otel.uninstrument()
+        provider.shutdown()

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sqlalchemy.exc
@@ -274,9 +275,10 @@ class DatabasePool:
             if listeners:
                 for listener in listeners:
                     listener.checkout_ended(self, ended - started, failure)
+        info = proxied.info
+        info[BORROWED] = (get_ident(), ended)
         if listeners:
-            proxied.info[LENT_AT] = (listeners, ended)
-        proxied.info[BORROWED] = (threading.get_ident(), ended)
+            info[LENT_AT] = (listeners, ended)
         _fork.lent[id(proxied)] = weakref.ref(proxied)
         if self._leaks is not None:
             self._leaks.lent(proxied)

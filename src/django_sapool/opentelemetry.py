@@ -131,9 +131,9 @@ class _Instruments:
             histogram.record(seconds, attributes)
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's durations and its pending flush
-        are the parent's."""
-        self._queued.clear()
+        """In a forked child: the flush the parent's thread was to run will
+        not run here. The queued durations stay, as the SDK's figures the
+        child inherited do: both are the parent's state at the fork."""
         self._flushing = False
 
     def _flush_soon(self, queued: int) -> None:

@@ -1,7 +1,5 @@
-"""Close, off the collector, connections whose borrower was garbage-collected.
-
-(And run the little other work that must not run where it arises: see
-``run_later``.)
+"""Close, off the collector, connections whose borrower was garbage-collected
+(and run other work that must not run where it arises: ``run_later``).
 
 A borrower that is collected still holding a connection (a thread that ended
 without closing it) has the connection handed back by SQLAlchemy from inside
@@ -20,6 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from . import _fork
@@ -27,25 +26,16 @@ from ._wakeup import Wakeup
 
 logger = logging.getLogger("django_sapool")
 
-#: A connection to close (or None, or an Event to set), and what to log:
-#: level, message, its arguments, and the structured fields (_events).
-_Item = tuple[Any, int, str, tuple[object, ...], "dict[str, Any] | None"]
-
-
-class _Work:
-    """A function queued with ``run_later``."""
-
-    __slots__ = ("function",)
-
-    def __init__(self, function: Callable[[], object]) -> None:
-        self.function = function
-
 
 class Reaper:
-    """One thread per process that closes connections queued by finalisers."""
+    """One thread per process that runs what finalisers (and others) queue.
+
+    The queue holds plain functions: putting one is a single call, safe in a
+    finaliser, and the thread runs them in turn.
+    """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._wakeup = Wakeup()
         self._started = False
         self._lock = threading.Lock()
@@ -79,52 +69,46 @@ class Reaper:
     ) -> None:
         """Queue a connection to close, and a warning to log (``why % args``);
         safe inside a finaliser."""
-        self._queue.put((connection, logging.WARNING, why, args, extra))
-        self._wakeup.set()
+        self.run_later(partial(_close, connection, why, args, extra))
 
     def log_later(self, level: int, message: str, *args: object) -> None:
         """Queue a log record; safe inside a finaliser."""
-        self._queue.put((None, level, message, args, None))
-        self._wakeup.set()
+        self.run_later(partial(logger.log, level, message, *args))
 
     def run_later(self, function: Callable[[], object]) -> None:
-        """Run ``function`` in this thread: for work a request must not pay
-        for (the OpenTelemetry SDK's records past its queue's limit)."""
-        self._queue.put((_Work(function), 0, "", (), None))
+        """Run ``function`` in this thread: for work a finaliser may not do, or
+        a request should not pay for (the OpenTelemetry SDK's records)."""
+        self._queue.put(function)
         self._wakeup.set()
 
     def wait_idle(self) -> None:
         """Block until everything queued so far is done (tests)."""
         done = threading.Event()
-        self._queue.put((done, 0, "", (), None))
-        self._wakeup.set()
+        self.run_later(done.set)
         done.wait()
 
     def _run(self) -> None:
         while True:
             try:
-                item = self._queue.get_nowait()
+                function = self._queue.get_nowait()
             except queue.Empty:  # anything put after this has set the wakeup
                 self._wakeup.wait(None)
                 continue
-            connection, level, message, args, extra = item
-            if isinstance(connection, threading.Event):
-                connection.set()
-                continue
-            if isinstance(connection, _Work):
-                try:
-                    connection.function()
-                except Exception:
-                    logger.exception("django_sapool: background work failed")
-                continue
-            if connection is not None:
-                try:
-                    connection.close()
-                except Exception as exc:  # already dead: nothing left to close
-                    logger.debug("Closing a reclaimed connection: %s", exc)
-            if message:
-                logger.log(level, message, *args, extra=extra)
-            del connection, item
+            try:
+                function()
+            except Exception:
+                logger.exception("django_sapool: background work failed")
+            del function  # a queued connection is not kept alive meanwhile
+
+
+def _close(
+    connection: Any, why: str, args: tuple[object, ...], extra: dict[str, Any] | None
+) -> None:
+    try:
+        connection.close()
+    except Exception as exc:  # already dead: nothing left to close
+        logger.debug("Closing a reclaimed connection: %s", exc)
+    logger.warning(why, *args, extra=extra)
 
 
 reaper = Reaper()

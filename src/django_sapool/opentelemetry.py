@@ -136,8 +136,8 @@ class _Instruments:
         child inherited do: both are the parent's state at the fork."""
         self._flushing = False
 
-    def _flush_soon(self, queued: int) -> None:
-        if queued >= INLINE_AT:
+    def _flush_soon(self) -> None:
+        if len(self._queued) >= INLINE_AT:
             self.flush()
         elif not self._flushing:
             self._flushing = True
@@ -166,7 +166,7 @@ class _Instruments:
         if failure == "requests_timeouts":
             self.timeouts.add(1, attributes)
         if len(queued) >= FLUSH_AT:
-            self._flush_soon(len(queued))
+            self._flush_soon()
 
     def connected(self, pool: DatabasePool, seconds: float) -> None:
         self.create_time.record(seconds, self.attributes(pool.alias))

@@ -12,8 +12,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import django_sapool
+from django_sapool import _listeners
 from django_sapool import opentelemetry as sapool_otel
-from django_sapool._pool import DatabasePool
 from tests.support.server import Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -140,7 +140,7 @@ def test_instrument_twice_counts_once_and_uninstrument_stops(
     reader: InMemoryMetricReader, pool_alias: Any
 ) -> None:
     sapool_otel.instrument()  # already instrumented: nothing changes
-    assert mine(DatabasePool.listeners) == 1
+    assert mine(_listeners.registered) == 1
     alias = pool_alias(pool_size=1)
     wrapper = alias.wrapper()
     for _ in range(3):
@@ -148,7 +148,7 @@ def test_instrument_twice_counts_once_and_uninstrument_stops(
         wrapper.close()
     assert Reading(reader, alias.name).count("db.client.connection.wait_time") == 3
     sapool_otel.uninstrument()
-    assert mine(DatabasePool.listeners) == 0
+    assert mine(_listeners.registered) == 0
     wrapper.ensure_connection()
     wrapper.close()
     reading = Reading(reader, alias.name)

@@ -108,7 +108,7 @@ def test_a_waiting_checkout_gets_a_returned_connection_at_once(
 ) -> None:
     """A return wakes a checkout waiting in QueuePool: it must not wait out
     its timeout (the return puts the connection back under the queue's lock
-    and notifies whoever waits; see _pool._QueuePool)."""
+    and notifies whoever waits; see _queue_pool.FastQueuePool)."""
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=20)
     holder, waiter = alias.wrapper(), alias.wrapper()
     holder.ensure_connection()

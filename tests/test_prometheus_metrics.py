@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import django_sapool
 from django_sapool import prometheus
-from django_sapool._pool import remove_listener
+from django_sapool._listeners import remove_listener
 from django_sapool.prometheus import BUCKETS, register
 from tests.support.private_server import free_port
 from tests.support.recipes import (

@@ -35,7 +35,7 @@ from opentelemetry.metrics import (
 )
 
 from . import _fork
-from ._pool import add_listener, remove_listener
+from ._listeners import add_listener, remove_listener
 from ._reaper import reaper
 from .stats import gauges
 

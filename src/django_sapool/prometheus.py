@@ -42,7 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import _fork
-from ._pool import add_listener
+from ._listeners import add_listener
 from .stats import COUNTERS, DESCRIPTIONS, GAUGES, get_stats
 
 if TYPE_CHECKING:

@@ -11,11 +11,9 @@ checkout, so a pooled request costs no extra round trip.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import weakref
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -28,7 +26,10 @@ from django.utils.functional import cached_property
 from . import _connect_timeout, _exit, _fork, _registry, _threads
 from ._creation import PoolDisposingCreationMixin
 from ._drivers import Driver
-from ._pool import INITIALISED, DatabasePool, describe
+from ._pool import DatabasePool
+from ._pool_choice import PoolChoice, describe, fingerprint
+from ._record_keys import INITIALISED
+from ._stand_in import ReturnedConnection
 from ._watchdog import watchdog
 from .config import OPTIONS_KEY, PoolConfig, check_not_django_pool
 from .errors import PoolTimeout, ServerUnavailable
@@ -82,7 +83,7 @@ class PooledDatabaseWrapperMixin:
         self._sapool_proxied: Any = None
         self._sapool_pool: DatabasePool | None = None
         # The pool chosen last, and for which inputs (the checkout fast path).
-        self._sapool_choice: _PoolChoice | None = None
+        self._sapool_choice: PoolChoice | None = None
         # The pool whose carried attributes this wrapper has.
         self._sapool_carried_from: DatabasePool | None = None
         # The checked-out connection was set up already: skip the
@@ -362,24 +363,12 @@ class PooledDatabaseWrapperMixin:
             # every pool when they change, which disposes choice.pool.
             return choice.pool
         settings_dict = self.settings_dict
-        options = settings_dict["OPTIONS"]
-        max_age = settings_dict.get("CONN_MAX_AGE", 0)
-        health_checks = settings_dict.get("CONN_HEALTH_CHECKS", False)
-        # Everything that decides what a connection is and how it is set up:
-        # the connect parameters, the OPTIONS Django pops before connecting
-        # (assume_role, isolation_level, ours), the time zone it applies. Not
-        # the password: a rotated one, or a token per connect (RDS IAM), is
-        # the same server session to have; new connections use the current.
-        identity = {k: v for k, v in conn_params.items() if k not in _SECRETS}
-        fingerprint = _fingerprint(
-            identity, _without_secrets(options), self.timezone_name, max_age,
-            health_checks,
-        )  # fmt: skip
         pool = _registry.get_or_create(
-            self.alias, fingerprint, lambda: self._sapool_create_pool(conn_params)
+            self.alias,
+            fingerprint(conn_params, settings_dict, self.timezone_name),
+            lambda: self._sapool_create_pool(conn_params),
         )
-        # Settings may be changed in place later (tests do); keep a copy.
-        self._sapool_choice = _PoolChoice(_copy(settings_dict), conn_params, pool)
+        self._sapool_choice = PoolChoice.made(settings_dict, conn_params, pool)
         return pool
 
     def _sapool_create_pool(self, conn_params: dict[str, Any]) -> DatabasePool:
@@ -441,67 +430,8 @@ class PoolErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class ReturnedConnection:
-    """Stands in for a connection given back to the pool: it acts closed.
-
-    As the driver's own closed connection does, so callers catch the same
-    errors as with Django's stock backend.
-    """
-
-    def __init__(self, database: Any, driver: Driver) -> None:
-        self._database = database
-        self._driver = driver
-
-    def close(self) -> None:
-        """Closing a closed connection does nothing."""
-
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        return self._driver.closed_connection_cursor(self._database)
-
-    def __getattr__(self, name: str) -> Any:
-        raise self._driver.closed_connection_error(self._database)
-
-
-@dataclass(slots=True)
-class _PoolChoice:
-    """The pool a wrapper used last and the inputs it was chosen for."""
-
-    settings: dict[str, Any]
-    conn_params: dict[str, Any]
-    pool: DatabasePool
-
-
 #: Cursors a loan keeps track of before dropping those already freed.
 _PRUNE_CURSORS_AT = 64
-
-#: Connect parameters (and OPTIONS keys) that authenticate, never identify.
-_SECRETS = frozenset({"password", "passwd"})
-
-
-def _without_secrets(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k not in _SECRETS}
-
-
-def _fingerprint(*inputs: object) -> str:
-    """A stable digest of connect inputs (the caller leaves the password out)."""
-    return hashlib.sha256(repr(_canonical(inputs)).encode()).hexdigest()[:32]
-
-
-def _canonical(value: object) -> object:
-    if isinstance(value, dict):
-        return sorted((repr(k), _canonical(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def _copy(value: Any) -> Any:
-    """A copy of settings that nothing changed in place can reach (dicts, lists)."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _stock_connection_params(cls: type) -> bool:

@@ -1,0 +1,104 @@
+"""SQLAlchemy's QueuePool, with what we do to its queue and its records."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import queue as sqla_queue
+
+from ._record_keys import RESET, RETURNED
+
+if TYPE_CHECKING:
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+
+class FastQueuePool(QueuePool):
+    """SQLAlchemy's QueuePool, told about returns that release() did not reset,
+    and taking or putting back an idle connection in one step.
+
+    Its queue's ``get()`` and ``put()`` go through a Condition's Python-level
+    methods every time; when a connection is at hand (or a slot free) the
+    same is done here under the queue's own lock, and anything else (waiting,
+    overflow, a full queue) is left to QueuePool. A "checkin" event listener
+    would cost every return more than ``returned_unreset`` does.
+    """
+
+    returned_unreset: Callable[[ConnectionPoolEntry], None]
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        queue: sqla_queue.Queue[ConnectionPoolEntry] = self._pool  # type: ignore[assignment]
+        with queue.mutex:
+            idle = queue.queue
+            if idle:  # nobody waits to put: returns never block
+                return idle.pop() if queue.use_lifo else idle.popleft()
+        return super()._do_get()
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if not record.info.pop(RESET, False):
+            self.returned_unreset(record)
+        queue: sqla_queue.Queue[ConnectionPoolEntry] = self._pool  # type: ignore[assignment]
+        with queue.mutex:
+            idle = queue.queue
+            if len(idle) < queue.maxsize:
+                idle.append(record)
+                waiting = queue.not_empty
+                if waiting._waiters:  # type: ignore[attr-defined]
+                    waiting.notify()
+                return
+        super()._do_return_conn(record)  # full: an overflow one is closed
+
+    def jitter_age(self, record: ConnectionPoolEntry, most: float) -> None:
+        """Make a new connection look up to ``most`` seconds older.
+
+        QueuePool recycles a connection at checkout once ``time.time() -
+        starttime`` exceeds ``recycle``; an earlier start, drawn per
+        connection, spreads the replacement of connections opened together.
+        """
+        shift = random.uniform(0, most)
+        # Not before a pool-wide invalidation (a detected disconnect): the
+        # connection would look older than it and be replaced needlessly.
+        invalidated_at = self._invalidate_time
+        entry: Any = record  # starttime is SQLAlchemy's, not in its interface
+        if invalidated_at:
+            shift = min(shift, max(0.0, entry.starttime - invalidated_at - 0.001))
+        entry.starttime -= shift
+
+    def prewarm(self, extra: int, opened: list[object]) -> None:
+        """Open up to ``extra`` idle connections, each appended to ``opened``.
+
+        Only into free capacity: each new connection goes straight into the
+        queue as idle, and warming stops, never waits, once the pool holds
+        pool_size connections (other requests may have taken them meanwhile).
+        """
+        while len(opened) < extra and self.overflow() < 0:
+            if not self._inc_overflow():
+                break
+            try:
+                record = self._create_connection()
+            except BaseException:
+                self._dec_overflow()
+                raise
+            record.info[RESET] = True  # fresh: nothing to reset
+            record.info[RETURNED] = time.monotonic()
+            self._do_return_conn(record)
+            opened.append(record)
+
+
+def wait_slice(timeout: float, unreachable_wait: float | None) -> float:
+    """How long one wait for a free connection lasts (QueuePool's ``timeout``).
+
+    While the server is failing, waiting the full timeout for a connection to
+    come back would only delay the same failure, so a checkout looks up at the
+    end of each slice (see DatabasePool._wait_for_connection). Slices divide
+    ``timeout`` evenly, none longer than ``unreachable_wait`` (nor shorter
+    than 0.1 s), so a checkout gives up on time either way.
+    """
+    if unreachable_wait is None:
+        return timeout
+    slices = math.ceil(timeout / max(unreachable_wait, 0.1))
+    return timeout / max(slices, 1)

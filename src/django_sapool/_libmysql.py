@@ -54,19 +54,44 @@ def _handle(connection: Any) -> int:
     return pointer
 
 
+#: Where a connection keeps its status probe: the arguments of one C call,
+#: made once (its MYSQL* handle lives as long as the connection object).
+_PROBE = "_sapool_status_probe"
+
+
 def in_transaction(connection: Any) -> bool | None:
-    """Whether the server said a transaction is open; None when we cannot tell."""
-    get_infov = _function(
-        "mariadb_get_infov", (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-    )
-    if get_infov is None or not hasattr(connection, "_get_native_connection"):
+    """Whether the server said a transaction is open; None when we cannot tell.
+
+    Called at every return: one C call with arguments made at the first.
+    """
+    try:
+        probe = getattr(connection, _PROBE)
+    except AttributeError:
+        probe = _make_probe(connection)
+    if probe is None:
         return None
-    status = ctypes.c_uint(0)
-    if get_infov(
-        _handle(connection), _MARIADB_CONNECTION_SERVER_STATUS, ctypes.byref(status)
-    ):
+    get_infov, arguments, status = probe
+    if get_infov(*arguments):
         return None
     return bool(status.value & _SERVER_STATUS_IN_TRANS)
+
+
+def _make_probe(connection: Any) -> tuple[Any, tuple[Any, ...], Any] | None:
+    library = _library()
+    get_infov = getattr(library, "mariadb_get_infov", None) if library else None
+    if get_infov is None or not hasattr(connection, "_get_native_connection"):
+        probe = None
+    else:
+        # Our own function object, typed by its arguments: the handle is a
+        # c_void_p, the status a c_uint passed by reference.
+        get_infov = type(get_infov)(("mariadb_get_infov", library))
+        get_infov.restype = ctypes.c_int
+        status = ctypes.c_uint(0)
+        handle = ctypes.c_void_p(_handle(connection))
+        arguments = (handle, _MARIADB_CONNECTION_SERVER_STATUS, ctypes.byref(status))
+        probe = get_infov, arguments, status
+    setattr(connection, _PROBE, probe)
+    return probe
 
 
 def can_reset() -> bool:

@@ -31,6 +31,7 @@ import django_sapool
 from django_sapool.config import IDLE_PING_DEFAULT
 from tests import settings as test_settings
 from tests.conftest import IN_CI
+from tests.support.pool_alias import PoolAliasFactory
 from tests.support.private_server import PrivateServer, start_private_server
 from tests.support.server import Observer
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
@@ -209,7 +210,7 @@ class Outcome:
 
 
 def test_switchover_to_a_new_primary_under_load(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """6 threads write; the endpoint moves to the second server, the first
     turns read-only: only requests in flight fail, none a second later."""
@@ -251,7 +252,10 @@ THREADS = 6
 
 
 def _switchover(
-    pool_alias: Any, proxy: TcpProxy, old: PrivateServer, new: PrivateServer
+    pool_alias: PoolAliasFactory,
+    proxy: TcpProxy,
+    old: PrivateServer,
+    new: PrivateServer,
 ) -> tuple[list[Outcome], float, dict[str, int]]:
     alias = pool_alias(
         pool_size=THREADS, max_overflow=0, pre_ping=False,
@@ -295,7 +299,7 @@ def _switchover(
 
 
 def test_a_read_only_transaction_of_its_own_keeps_the_pool(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """A write refused because the session asked for a read-only transaction
     says nothing about the server: its connections stay pooled."""
@@ -331,7 +335,7 @@ def backend(wrapper: Any) -> int:
 
 
 def test_a_read_only_server_retires_the_pool(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """After one refused write, no other pooled connection is lent again."""
     server = servers[0]
@@ -373,13 +377,15 @@ def test_a_read_only_server_retires_the_pool(
     "pre_ping", [False, None], ids=["pre_ping=False", "default pre_ping"]
 )
 def test_restart_while_idle_costs_at_most_one_request(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer], pre_ping: bool | None
+    pool_alias: PoolAliasFactory,
+    servers: tuple[PrivateServer, PrivateServer],
+    pre_ping: bool | None,
 ) -> None:
     """4 warm connections, the server restarts while the app is idle, then
     sequential requests: without pre_ping one fails (pool-wide invalidation,
     not one per stale connection); with the default, none."""
     server = servers[1]
-    pool = {} if pre_ping is None else {"pre_ping": pre_ping}
+    pool: dict[str, Any] = {} if pre_ping is None else {"pre_ping": pre_ping}
     alias = pool_alias(pool_size=4, settings=app_settings(server), **pool)
     wrappers = [alias.wrapper() for _ in range(4)]
     warm = {backend(w) for w in wrappers}
@@ -462,7 +468,7 @@ class StatementCounter:
 
 
 def test_a_busy_pool_sends_no_ping_by_default(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """Default configuration: 3 statements per request on the server, no
     more, while connections come back quickly; one ping after an idle spell."""
@@ -474,7 +480,7 @@ def test_a_busy_pool_sends_no_ping_by_default(
 
 
 def _count_statements(
-    pool_alias: Any, server: PrivateServer, counter: StatementCounter
+    pool_alias: PoolAliasFactory, server: PrivateServer, counter: StatementCounter
 ) -> None:
     alias = pool_alias(pool_size=4, settings=app_settings(server))
     threads, per_thread = 4, 50
@@ -524,7 +530,7 @@ def _count_statements(
 
 @pytest.mark.postgresql
 def test_multi_host_with_target_session_attrs_follows_the_primary(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """HOST lists both servers; libpq connects to the one taking writes. When
     they swap roles, one request fails and the pool reconnects to the other."""

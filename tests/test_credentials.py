@@ -32,9 +32,10 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import _registry
-from tests.conftest import IN_CI
+from tests.support.figures import figures
+from tests.support.fixtures import private_server_or_skip
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory
-from tests.support.private_server import PrivatePostgres, start_private_server
+from tests.support.private_server import PrivatePostgres
 from tests.support.server import VENDOR, Observer, Peak, backend_id, server_login
 from tests.support.waiting import threads_running, wait_until
 
@@ -50,10 +51,6 @@ pytestmark = [
 #: cluster's role.
 USER = "sapool_rotate" if VENDOR == "postgresql" else f"sapool_rot_{os.getpid()}"
 FIRST_PASSWORD = "rotation-0-initial"
-
-
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 @dataclass
@@ -117,12 +114,7 @@ def _private_postgres(django_db_blocker: Any) -> Iterator[PrivatePostgres | None
     if VENDOR != "postgresql":
         yield None
         return
-    private = start_private_server(VENDOR)
-    if private is None:
-        message = "no PostgreSQL binaries to start a private server"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    private = private_server_or_skip()
     assert isinstance(private, PrivatePostgres)
     try:
         with django_db_blocker.unblock():

@@ -23,6 +23,7 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool._reaper import reaper
+from tests.support.figures import figures
 from tests.support.forking import in_child, python_fork
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory, thread_connection
 from tests.support.server import (
@@ -49,10 +50,6 @@ def no_gc() -> Iterator[None]:
     finally:
         gc.enable()
         gc.collect()
-
-
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 def view(using: str, settings_dict: dict[str, Any], sessions: set[int]) -> list[int]:

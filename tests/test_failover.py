@@ -30,9 +30,10 @@ from django.db import Error as DatabaseError
 import django_sapool
 from django_sapool.config import IDLE_PING_DEFAULT
 from tests import settings as test_settings
-from tests.conftest import IN_CI
+from tests.support.figures import figures
+from tests.support.fixtures import private_server_or_skip
 from tests.support.pool_alias import PoolAliasFactory
-from tests.support.private_server import PrivateServer, start_private_server
+from tests.support.private_server import PrivateServer
 from tests.support.server import Observer
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -40,6 +41,7 @@ from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 pytestmark = [
     pytest.mark.faults,
     pytest.mark.direct_server(reason="private servers behind a proxy"),
+    pytest.mark.usefixtures("only_private_servers"),
 ]
 
 VENDOR = test_settings.VENDOR
@@ -49,24 +51,8 @@ APP_USER, APP_PASSWORD, APP_DB = "app", "app-secret", "app"
 WRITE = "INSERT INTO failover_rows (request) VALUES (%s)"
 
 
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-
-
-@pytest.fixture(autouse=True)
-def _database_access(django_db_blocker: Any) -> Iterator[None]:
-    """Only the private servers are used: the test database is never touched."""
-    with django_db_blocker.unblock():
-        yield
-
-
 def _start() -> PrivateServer:
-    private = start_private_server(VENDOR)
-    if private is None:
-        message = f"no {VENDOR} server binaries to start a private one"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    private = private_server_or_skip()
     try:
         admin = Observer(**private.settings)
         if VENDOR == "postgresql":

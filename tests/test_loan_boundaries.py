@@ -9,7 +9,6 @@ what the caller and the server saw differs only where pooling is the point.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import logging
@@ -21,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import Error, ProgrammingError, connections, transaction
+from django.db import Error, ProgrammingError, transaction
 from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import _registry, stats
 from django_sapool._reaper import reaper
 from django_sapool._watchdog import watchdog
-from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory, registered
 from tests.support.server import Observer, backend_id, stock_settings
 from tests.support.tcp_proxy import tcp_proxy
 from tests.test_faults import driver_params
@@ -375,16 +374,6 @@ def test_an_exception_from_a_signal_handler_during_the_reset_reaches_the_caller(
         proxy.forward()
     observer.wait_gone([session])  # interrupted mid-reset: discarded
     assert django_sapool.get_stats(alias.name)["pool_size"] == 0
-
-
-@contextlib.contextmanager
-def registered(wrapper: Any) -> Iterator[Any]:
-    """Make ``wrapper`` this thread's connection of its alias, for atomic()."""
-    connections[wrapper.alias] = wrapper
-    try:
-        yield wrapper
-    finally:
-        del connections[wrapper.alias]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

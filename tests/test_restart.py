@@ -21,9 +21,9 @@ from django.db import Error as DatabaseError
 
 import django_sapool
 from tests import settings as test_settings
-from tests.conftest import IN_CI
+from tests.support.fixtures import private_server_or_skip
 from tests.support.pool_alias import PoolAliasFactory
-from tests.support.private_server import PrivateServer, start_private_server
+from tests.support.private_server import PrivateServer
 from tests.support.server import Observer
 from tests.support.waiting import threads_running
 
@@ -32,14 +32,8 @@ pytestmark = [
     pytest.mark.direct_server(
         reason="the private server is reached directly, never through PgBouncer"
     ),
+    pytest.mark.usefixtures("only_private_servers"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _database_access(django_db_blocker: Any) -> Iterator[None]:
-    """Only the private server is used: the test database is never touched."""
-    with django_db_blocker.unblock():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +43,7 @@ def server(django_db_blocker: Any) -> Iterator[PrivateServer]:
 
 
 def _server() -> Iterator[PrivateServer]:
-    private = start_private_server(test_settings.VENDOR)
-    if private is None:
-        message = f"no {test_settings.VENDOR} server binaries to start a private one"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    private = private_server_or_skip()
     try:  # the server goes away with the run, whatever fails
         observer = Observer(**private.settings)
         observer.rows(

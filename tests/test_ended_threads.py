@@ -29,7 +29,6 @@ from tests.support.pool_alias import PoolAlias, PoolAliasFactory, thread_connect
 from tests.support.server import (
     Observer,
     backend_id,
-    backend_id_sql,
     stock_settings,
 )
 from tests.testapp.models import Item
@@ -61,9 +60,7 @@ def view(using: str, settings_dict: dict[str, Any], sessions: set[int]) -> list[
         all_four.wait()
         connection = thread_connection(using, settings_dict)
         count: int = Item.objects.using(using).filter(name=f"item {n}").count()
-        with connection.cursor() as cursor:
-            cursor.execute(backend_id_sql())
-            sessions.add(int(cursor.fetchone()[0]))
+        sessions.add(backend_id(connection))
         return count
 
     with ThreadPoolExecutor(4) as executor:

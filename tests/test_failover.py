@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ from tests.support.figures import figures
 from tests.support.fixtures import private_server_or_skip
 from tests.support.pool_alias import PoolAliasFactory
 from tests.support.private_server import PrivateServer
-from tests.support.server import Observer
+from tests.support.server import Observer, backend_id, query_value
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.waiting import run_threads, threads_running, wait_until
 
 # direct_server: the private servers are reached directly, never through PgBouncer.
 pytestmark = [
@@ -136,17 +138,21 @@ def set_read_only(server: PrivateServer, on: bool) -> None:
         # pg_reload_conf() only signals the postmaster. A new session sees
         # the new value once it has reloaded, and by then it has signalled
         # every session, which applies it before its next statement.
-        wanted, deadline = ("on" if on else "off"), time.monotonic() + 10
-        while True:
+        wanted = "on" if on else "off"
+
+        def new_sessions_see_it() -> bool:
             probe = Observer(**admin_settings(server))
             try:
-                seen = probe.value("SHOW default_transaction_read_only")
+                return bool(probe.value("SHOW default_transaction_read_only") == wanted)
             finally:
                 probe.close()
-            if seen == wanted or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        assert seen == wanted
+
+        wait_until(
+            new_sessions_see_it,
+            f"default_transaction_read_only = {wanted} in a new session",
+            timeout=10,
+            interval=0.01,
+        )
 
 
 def rows_on(server: PrivateServer, requests: list[str]) -> set[str]:
@@ -165,12 +171,10 @@ def rows_on(server: PrivateServer, requests: list[str]) -> set[str]:
 
 def server_port(wrapper: Any) -> int:
     """Which server a Django connection is on (the port it listens on)."""
-    with wrapper.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('port')" if VENDOR == "postgresql"
-            else "SELECT @@port"
-        )  # fmt: skip
-        return int(cursor.fetchone()[0])
+    sql = (
+        "SELECT current_setting('port')" if VENDOR == "postgresql" else "SELECT @@port"
+    )
+    return int(query_value(wrapper, sql))
 
 
 def write(wrapper: Any, request: str) -> None:
@@ -269,17 +273,15 @@ def _switchover(
             outcomes.append(Outcome(ok, started, time.monotonic(), request))
             time.sleep(0.002)
 
-    threads = [threading.Thread(target=requests, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.7)
-    proxy.upstream = ("127.0.0.1", new.port)  # new connections reach the new one
-    switched = time.monotonic()
-    set_read_only(old, True)
-    time.sleep(2.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with threads_running(partial(requests, n) for n in range(THREADS)):
+        try:
+            time.sleep(0.7)
+            proxy.upstream = ("127.0.0.1", new.port)  # new connections: the new one
+            switched = time.monotonic()
+            set_read_only(old, True)
+            time.sleep(2.0)
+        finally:
+            stop.set()
     assert not crashes
     return outcomes, switched, django_sapool.get_stats(alias.name)
 
@@ -292,7 +294,7 @@ def test_a_read_only_transaction_of_its_own_keeps_the_pool(
     server = servers[0]
     alias = pool_alias(pool_size=2, pre_ping=False, settings=app_settings(server))
     wrapper = alias.wrapper()
-    before = backend(wrapper)
+    before = backend_id(wrapper)
     wrapper.close()
     wrapper.set_autocommit(False)
     cursor = wrapper.cursor()
@@ -307,17 +309,8 @@ def test_a_read_only_transaction_of_its_own_keeps_the_pool(
     assert cause is not None
     code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     assert (code or cause.args[0]) in {"25006", 1792}
-    assert backend(wrapper) == before  # the same session: nothing discarded
+    assert backend_id(wrapper) == before  # the same session: nothing discarded
     wrapper.close()
-
-
-def backend(wrapper: Any) -> int:
-    with wrapper.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_backend_pid()" if VENDOR == "postgresql"
-            else "SELECT CONNECTION_ID()"
-        )  # fmt: skip
-        return int(cursor.fetchone()[0])
 
 
 def test_a_read_only_server_retires_the_pool(
@@ -327,33 +320,30 @@ def test_a_read_only_server_retires_the_pool(
     server = servers[0]
     alias = pool_alias(pool_size=4, pre_ping=False, settings=app_settings(server))
     wrappers = [alias.wrapper() for _ in range(4)]
-    warm = {backend(w) for w in wrappers}
+    warm = {backend_id(w) for w in wrappers}
     for w in wrappers:
         w.close()
     set_read_only(server, True)
     wrapper = alias.wrapper()
     with pytest.raises(DatabaseError):
         write(wrapper, "refused")
-    after = {backend(w) for w in wrappers}  # four checkouts at once
+    after = {backend_id(w) for w in wrappers}  # four checkouts at once
     for w in wrappers:
         w.close()
-    observer = Observer(**admin_settings(server))
-    alive = observer.alive(warm)
-    deadline = time.monotonic() + 10
-    while alive and time.monotonic() < deadline:
-        # A session the client closed ends once its server process has seen
-        # the close and exited: moments later on a busy machine.
-        time.sleep(0.05)
-        alive = observer.alive(warm)
-    observer.close()
     figures(
         f"read-only server, 4 pooled connections ({test_settings.DRIVER})",
         failed_requests=1,
         old_sessions_lent_again=len(after & warm),
-        old_sessions_still_open=len(alive),
     )
     assert not after & warm
-    assert not alive  # closed, not just set aside
+    observer = Observer(**admin_settings(server))
+    try:
+        # Closed, not just set aside. A session the client closed ends once
+        # its server process has seen the close and exited: moments later on
+        # a busy machine.
+        observer.wait_gone(warm)
+    finally:
+        observer.close()
 
 
 # Restart while idle -------------------------------------------------------
@@ -374,7 +364,7 @@ def test_restart_while_idle_costs_at_most_one_request(
     pool: dict[str, Any] = {} if pre_ping is None else {"pre_ping": pre_ping}
     alias = pool_alias(pool_size=4, settings=app_settings(server), **pool)
     wrappers = [alias.wrapper() for _ in range(4)]
-    warm = {backend(w) for w in wrappers}
+    warm = {backend_id(w) for w in wrappers}
     for w in wrappers:
         w.close()
     # The app idles (pre_ping's default), then the server restarts.
@@ -472,7 +462,7 @@ def _count_statements(
     threads, per_thread = 4, 50
     wrappers = [alias.wrapper() for _ in range(threads)]
     for w in wrappers:  # warm: four connections, set up
-        backend(w)
+        backend_id(w)
     for w in wrappers:
         w.close()
 
@@ -491,11 +481,7 @@ def _count_statements(
             request(wrapper)
 
     mark = counter.mark()
-    busy = [threading.Thread(target=requests) for _ in range(threads)]
-    for thread in busy:
-        thread.start()
-    for thread in busy:
-        thread.join()
+    assert run_threads([requests] * threads) == []
     statements = counter.since(mark)
     time.sleep(IDLE_PING_DEFAULT + 0.1)
     mark = counter.mark()

@@ -118,12 +118,13 @@ def login(observer: Observer) -> Iterator[dict[str, str]]:
         # The programs are gone (spawn's teardown runs first); so must be their
         # sessions, though the server may need a moment to notice a killed one.
         remaining = Sessions(observer, user)
-        deadline = time.monotonic() + 5
-        while (leftovers := remaining.ids()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for session in leftovers:
-            observer.kill(session)
-    assert not leftovers, f"sessions left behind by the test's programs: {leftovers}"
+        try:
+            remaining.wait_for(
+                lambda ids: not ids, "sessions left behind by the programs", 5
+            )
+        finally:
+            for session in remaining.ids():
+                observer.kill(session)
 
 
 @pytest.fixture

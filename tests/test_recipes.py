@@ -9,6 +9,8 @@ processes), how many sessions the program had at once (at most processes x
 forked, that nothing is left idle in a transaction, and that every session
 ends when the program stops. The programs log in as a user of their own, so
 that their sessions are told apart from everyone else's on the server.
+
+Marked ``faults``: the forking servers' scenarios belong to the fault suite.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ pytestmark = [
     pytest.mark.direct_server(
         reason="each recipe tells worker processes apart by server session"
     ),
-    pytest.mark.faults,  # the forking-server scenarios of the fault suite
+    pytest.mark.faults,
 ]
 
 

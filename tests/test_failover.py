@@ -149,7 +149,7 @@ def test_a_read_only_transaction_of_its_own_keeps_the_pool(
     wrapper.close()
 
 
-def test_a_read_only_server_retires_the_pool(
+def test_a_read_only_server_disposes_the_pool(
     pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """After one refused write, no other pooled connection is lent again."""

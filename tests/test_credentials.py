@@ -16,25 +16,32 @@ proves the credential it connected with was the current one.
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import pytest
-from django.db import Error as DatabaseError
 from django.db import connections
 from django.db.utils import load_backend
 
 import django_sapool
-from django_sapool import _registry
-from tests.conftest import IN_CI
-from tests.support.pool_alias import PoolAlias, PoolAliasFactory
-from tests.support.private_server import PrivatePostgres, start_private_server
+from tests.support.credentials import (
+    FIRST_PASSWORD,
+    USER,
+    Account,
+    StandInTokens,
+    Traffic,
+    pools_of,
+    scram_logins,
+    served_across_rotations,
+    sessions_since,
+)
+from tests.support.figures import figures
+from tests.support.fixtures import private_server_or_skip
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.private_server import PrivatePostgres
 from tests.support.server import VENDOR, Observer, Peak, backend_id, server_login
 from tests.support.waiting import threads_running, wait_until
 
@@ -46,70 +53,6 @@ pytestmark = [
     ),
 ]
 
-#: MariaDB: one user per run (dropped afterwards); PostgreSQL: the private
-#: cluster's role.
-USER = "sapool_rotate" if VENDOR == "postgresql" else f"sapool_rot_{os.getpid()}"
-FIRST_PASSWORD = "rotation-0-initial"
-
-
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-
-
-@dataclass
-class Account:
-    """A login with password authentication, and an administrator's view of it."""
-
-    settings: dict[str, str]  # HOST, PORT, NAME, USER, PASSWORD
-    admin: Observer
-    #: The admin connection is shared by the threads that mint tokens.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        # The token source changes the password from the threads that connect.
-        self.admin.wrapper.inc_thread_sharing()
-
-    def set_password(self, password: str) -> None:
-        """Make the server accept ``password`` (and no other) from now on."""
-        with self.lock:
-            self._set_password(password)
-
-    def _set_password(self, password: str) -> None:
-        if VENDOR == "postgresql":
-            self.admin.rows(f"ALTER ROLE {USER} PASSWORD '{password}'")
-        else:
-            self.admin.rows(
-                f"ALTER USER '{USER}'@'{self.host}' IDENTIFIED BY '{password}'"
-            )
-
-    @property
-    def host(self) -> str:
-        return self.settings["HOST"] or "localhost"
-
-    def sessions(self, observer: Observer | None = None) -> set[int]:
-        """The server sessions of this login now."""
-        observer = observer or self.admin
-        if VENDOR == "postgresql":
-            sql = "SELECT pid FROM pg_stat_activity WHERE usename = %s"
-        else:
-            sql = "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s"
-        return {int(row[0]) for row in observer.rows(sql, [USER])}
-
-    @property
-    def admin_settings(self) -> dict[str, Any]:
-        settings = self.admin.wrapper.settings_dict
-        return {
-            key: settings[key] for key in ("HOST", "PORT", "NAME", "USER", "PASSWORD")
-        }
-
-    def refuses(self, password: str) -> bool:
-        """Proof that logins really authenticate: a wrong password is refused."""
-        try:
-            Observer(**{**self.settings, "PASSWORD": password}).close()
-        except DatabaseError:
-            return True
-        return False
-
 
 @pytest.fixture(scope="module")
 def _private_postgres(django_db_blocker: Any) -> Iterator[PrivatePostgres | None]:
@@ -117,28 +60,11 @@ def _private_postgres(django_db_blocker: Any) -> Iterator[PrivatePostgres | None
     if VENDOR != "postgresql":
         yield None
         return
-    private = start_private_server(VENDOR)
-    if private is None:
-        message = "no PostgreSQL binaries to start a private server"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    private = private_server_or_skip()
     assert isinstance(private, PrivatePostgres)
     try:
         with django_db_blocker.unblock():
-            admin = Observer(**private.settings)
-            try:
-                admin.rows(f"CREATE ROLE {USER} LOGIN")
-                # The administrator stays trusted (the observer has no
-                # password); every other TCP login must prove its password.
-                (private.data / "pg_hba.conf").write_text(
-                    "local all all trust\n"
-                    "host all postgres 127.0.0.1/32 trust\n"
-                    "host all all 127.0.0.1/32 scram-sha-256\n"
-                )
-                admin.rows("SELECT pg_reload_conf()")
-            finally:
-                admin.close()
+            scram_logins(private)
         yield private
     finally:
         private.close()
@@ -172,40 +98,7 @@ def account(
         admin.close()
 
 
-def pools_of(alias: PoolAlias) -> int:
-    return sum(pool.alias == alias.name for pool in _registry.pools())
-
-
 # Scenario 1: PASSWORD rotated under traffic -------------------------------
-
-
-@dataclass
-class Traffic:
-    """Requests of several threads: what each saw and when."""
-
-    #: (when the request began, its session)
-    served: list[tuple[float, int]] = field(default_factory=list)
-    failed: list[tuple[float, float, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def requests(self, alias: PoolAlias) -> Callable[[], None]:
-        def run() -> None:
-            # Every thread's wrapper reads the alias's one settings dict, as
-            # with Django's: a change in place reaches them all.
-            wrapper = alias.wrapper(shared=True)
-            while not self.stop.is_set():
-                began = time.monotonic()
-                try:
-                    session = backend_id(wrapper)
-                except DatabaseError as exc:
-                    self.failed.append((began, time.monotonic(), repr(exc)))
-                else:
-                    self.served.append((began, session))
-                finally:
-                    wrapper.close()  # request_finished: back to the pool
-                time.sleep(0.002)
-
-        return run
 
 
 def test_password_rotated_under_traffic(
@@ -248,7 +141,7 @@ def test_password_rotated_under_traffic(
                 known = {session for _, session in traffic.served}
                 # New sessions can only have logged in with the new password.
                 fresh = wait_until(
-                    partial(_sessions_since, traffic, done, known),
+                    partial(sessions_since, traffic, done, known),
                     f"a connection opened after rotation {number}",
                     timeout=10,
                 )
@@ -265,7 +158,7 @@ def test_password_rotated_under_traffic(
         return any(began <= done and ended >= start for start, done in windows)
 
     late = [f for f in traffic.failed if not during_rotation(f[0], f[1])]
-    survivors = _served_across_rotations(traffic.served, windows)
+    survivors = served_across_rotations(traffic.served, windows)
     figures(
         f"password rotated {rotations} times under traffic ({VENDOR})",
         requests=len(traffic.served) + len(traffic.failed),
@@ -287,23 +180,6 @@ def test_password_rotated_under_traffic(
     # The watcher polls every 5 ms: a session replaced by recycling may show
     # for a moment beside its successor (the server ends it asynchronously).
     assert peak.most <= most + 1, peak.most
-
-
-def _sessions_since(traffic: Traffic, since: float, known: set[int]) -> set[int]:
-    """Sessions new to ``known`` that served a request begun after ``since``."""
-    return {s for when, s in list(traffic.served) if when > since} - known
-
-
-def _served_across_rotations(
-    served: list[tuple[float, int]], windows: list[tuple[float, float]]
-) -> int:
-    """Sessions that served a request before a rotation began and after it ended."""
-    kept = set()
-    for start, done in windows:
-        before = {s for when, s in served if when < start}
-        after = {s for when, s in served if when > done}
-        kept |= before & after
-    return len(kept)
 
 
 # Scenario 2: a token minted per physical connect -------------------------
@@ -339,27 +215,6 @@ class TokenAuthMixin:
 
     def mint_token(self, params: dict[str, Any]) -> str:
         raise NotImplementedError  # boto3's generate_db_auth_token() in the recipe
-
-
-class StandInTokens:
-    """Mints counter-based tokens, each made the account's password at once.
-
-    A real token service accepts every unexpired token; this stand-in's server
-    accepts only the newest, so a connect must follow its mint without
-    another mint in between (the wrapper holds ``connecting`` around both).
-    """
-
-    def __init__(self, account: Account) -> None:
-        self.account = account
-        self.counter = itertools.count(1)
-        self.minted: list[str] = []
-        self.connecting = threading.Lock()
-
-    def mint(self) -> str:
-        token = f"token-{next(self.counter)}-{time.monotonic_ns()}"
-        self.account.set_password(token)
-        self.minted.append(token)
-        return token
 
 
 def token_wrapper_class(tokens: StandInTokens, ttl: float) -> type:

@@ -23,12 +23,12 @@ from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool._reaper import reaper
+from tests.support.figures import figures
 from tests.support.forking import in_child, python_fork
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory, thread_connection
 from tests.support.server import (
     Observer,
     backend_id,
-    backend_id_sql,
     stock_settings,
 )
 from tests.testapp.models import Item
@@ -51,10 +51,6 @@ def no_gc() -> Iterator[None]:
         gc.collect()
 
 
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-
-
 def view(using: str, settings_dict: dict[str, Any], sessions: set[int]) -> list[int]:
     """A view that maps an ORM query over a ThreadPoolExecutor, never closing."""
 
@@ -64,9 +60,7 @@ def view(using: str, settings_dict: dict[str, Any], sessions: set[int]) -> list[
         all_four.wait()
         connection = thread_connection(using, settings_dict)
         count: int = Item.objects.using(using).filter(name=f"item {n}").count()
-        with connection.cursor() as cursor:
-            cursor.execute(backend_id_sql())
-            sessions.add(int(cursor.fetchone()[0]))
+        sessions.add(backend_id(connection))
         return count
 
     with ThreadPoolExecutor(4) as executor:

@@ -25,7 +25,7 @@ from django.db import OperationalError, connections
 
 import django_sapool
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory
-from tests.support.server import Observer, backend_id_sql, stock_settings
+from tests.support.server import Observer, backend_id, stock_settings
 
 pytestmark = [
     pytest.mark.direct_server(reason="counts server sessions by id"),
@@ -64,9 +64,7 @@ def serve(
 
     def work() -> None:
         together.wait()
-        with connections[using].cursor() as cursor:
-            cursor.execute(backend_id_sql())
-            sessions.add(int(cursor.fetchone()[0]))
+        sessions.add(backend_id(connections[using]))
 
     async def request() -> None:
         try:

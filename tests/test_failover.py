@@ -1,6 +1,6 @@
 """Faults: the primary moves, the server restarts under an idle pool.
 
-Two private servers (tests/private_server.py) stand for an old and a new
+Two private servers (tests/support/failover.py) stand for an old and a new
 primary; the app reaches them through our TCP proxy, as through a cluster
 endpoint, a VIP or a DNS name. A switchover points the proxy's new
 connections at the second server and makes the first read-only, as a
@@ -16,12 +16,9 @@ statements a busy pool sends (no ping), and libpq's multi-host HOST with
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,69 +27,40 @@ from django.db import Error as DatabaseError
 import django_sapool
 from django_sapool.config import IDLE_PING_DEFAULT
 from tests import settings as test_settings
-from tests.conftest import IN_CI
-from tests.support.private_server import PrivateServer, start_private_server
-from tests.support.server import Observer
-from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.failover import (
+    THREADS,
+    WRITE,
+    StatementCounter,
+    admin_settings,
+    app_settings,
+    rows_on,
+    server_port,
+    set_read_only,
+    start_app_server,
+    switchover_under_load,
+    write,
+)
+from tests.support.figures import figures
+from tests.support.pool_alias import PoolAliasFactory
+from tests.support.private_server import PrivateServer
+from tests.support.server import Observer, backend_id
+from tests.support.tcp_proxy import tcp_proxy
+from tests.support.waiting import run_threads
 
 # direct_server: the private servers are reached directly, never through PgBouncer.
 pytestmark = [
     pytest.mark.faults,
     pytest.mark.direct_server(reason="private servers behind a proxy"),
+    pytest.mark.usefixtures("only_private_servers"),
 ]
-
-VENDOR = test_settings.VENDOR
-#: The application's account: no SUPER, no READ_ONLY ADMIN on MariaDB (those
-#: may write on a read-only server), not a superuser on PostgreSQL.
-APP_USER, APP_PASSWORD, APP_DB = "app", "app-secret", "app"
-WRITE = "INSERT INTO failover_rows (request) VALUES (%s)"
-
-
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-
-
-@pytest.fixture(autouse=True)
-def _database_access(django_db_blocker: Any) -> Iterator[None]:
-    """Only the private servers are used: the test database is never touched."""
-    with django_db_blocker.unblock():
-        yield
-
-
-def _start() -> PrivateServer:
-    private = start_private_server(VENDOR)
-    if private is None:
-        message = f"no {VENDOR} server binaries to start a private one"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        admin = Observer(**private.settings)
-        if VENDOR == "postgresql":
-            admin.rows(f"CREATE ROLE {APP_USER} LOGIN")
-            admin.rows("CREATE TABLE failover_rows (request VARCHAR(60) NOT NULL)")
-            admin.rows(f"GRANT ALL ON failover_rows TO {APP_USER}")
-        else:
-            admin.rows(f"CREATE DATABASE {APP_DB}")
-            admin.rows(f"CREATE USER '{APP_USER}'@'%%' IDENTIFIED BY '{APP_PASSWORD}'")
-            admin.rows(f"GRANT ALL ON {APP_DB}.* TO '{APP_USER}'@'%%'")
-            admin.rows(
-                f"CREATE TABLE {APP_DB}.failover_rows "
-                "(request VARCHAR(60) NOT NULL) ENGINE=InnoDB"
-            )
-        admin.close()
-    except BaseException:
-        private.close()
-        raise
-    return private
 
 
 @pytest.fixture(scope="module")
 def servers(django_db_blocker: Any) -> Iterator[tuple[PrivateServer, PrivateServer]]:
     with django_db_blocker.unblock():
-        first = _start()
+        first = start_app_server()
         try:
-            second = _start()
+            second = start_app_server()
         except BaseException:
             first.close()
             raise
@@ -112,110 +80,17 @@ def _writable(request: pytest.FixtureRequest) -> Iterator[None]:
             set_read_only(server, False)
 
 
-def admin_settings(server: PrivateServer) -> dict[str, Any]:
-    """The server's superuser, on the application's database."""
-    if VENDOR == "postgresql":
-        return dict(server.settings)
-    return {**server.settings, "NAME": APP_DB}
-
-
-def app_settings(server: PrivateServer, **overrides: Any) -> dict[str, Any]:
-    return {
-        **admin_settings(server),
-        "USER": APP_USER,
-        "PASSWORD": "" if VENDOR == "postgresql" else APP_PASSWORD,
-        **overrides,
-    }
-
-
-def set_read_only(server: PrivateServer, on: bool) -> None:
-    """Make the whole server refuse writes, or take them again, as a DBA does."""
-    admin = Observer(**admin_settings(server))
-    try:
-        if VENDOR == "postgresql":
-            # For every session, open ones included, from their next transaction.
-            admin.rows("SET default_transaction_read_only = off")
-            admin.rows(
-                "ALTER SYSTEM SET default_transaction_read_only = on"
-                if on
-                else "ALTER SYSTEM RESET default_transaction_read_only"
-            )
-            admin.rows("SELECT pg_reload_conf()")
-        else:
-            admin.rows(f"SET GLOBAL read_only = {int(on)}")
-    finally:
-        admin.close()
-    if VENDOR == "postgresql":
-        # pg_reload_conf() only signals the postmaster. A new session sees
-        # the new value once it has reloaded, and by then it has signalled
-        # every session, which applies it before its next statement.
-        wanted, deadline = ("on" if on else "off"), time.monotonic() + 10
-        while True:
-            probe = Observer(**admin_settings(server))
-            try:
-                seen = probe.value("SHOW default_transaction_read_only")
-            finally:
-                probe.close()
-            if seen == wanted or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        assert seen == wanted
-
-
-def rows_on(server: PrivateServer, requests: list[str]) -> set[str]:
-    if not requests:
-        return set()
-    observer = Observer(**admin_settings(server))
-    try:
-        marks = ", ".join(["%s"] * len(requests))
-        found = observer.rows(
-            f"SELECT request FROM failover_rows WHERE request IN ({marks})", requests
-        )
-    finally:
-        observer.close()
-    return {row[0] for row in found}
-
-
-def server_port(wrapper: Any) -> int:
-    """Which server a Django connection is on (the port it listens on)."""
-    with wrapper.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('port')" if VENDOR == "postgresql"
-            else "SELECT @@port"
-        )  # fmt: skip
-        return int(cursor.fetchone()[0])
-
-
-def write(wrapper: Any, request: str) -> None:
-    """One request: a row written in a transaction of its own, committed."""
-    try:
-        wrapper.set_autocommit(False)
-        with wrapper.cursor() as cursor:
-            cursor.execute(WRITE, [request])
-        wrapper.commit()
-    finally:
-        wrapper.close()
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    started: float
-    ended: float
-    request: str
-
-
 # Switchover -------------------------------------------------------------
 
 
 def test_switchover_to_a_new_primary_under_load(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """6 threads write; the endpoint moves to the second server, the first
     turns read-only: only requests in flight fail, none a second later."""
     old, new = servers
     with tcp_proxy("127.0.0.1", old.port) as proxy:
-        outcomes, switched, stats = _switchover(pool_alias, proxy, old, new)
+        outcomes, switched, stats = switchover_under_load(pool_alias, proxy, old, new)
     requests = [o.request for o in outcomes]
     on_old, on_new = rows_on(old, requests), rows_on(new, requests)
     acknowledged = [o for o in outcomes if o.ok]
@@ -247,62 +122,15 @@ def test_switchover_to_a_new_primary_under_load(
     assert not {o.request for o in failed} & (on_old | on_new)
 
 
-THREADS = 6
-
-
-def _switchover(
-    pool_alias: Any, proxy: TcpProxy, old: PrivateServer, new: PrivateServer
-) -> tuple[list[Outcome], float, dict[str, int]]:
-    alias = pool_alias(
-        pool_size=THREADS, max_overflow=0, pre_ping=False,
-        settings=app_settings(old, HOST="127.0.0.1", PORT=str(proxy.port)),
-    )  # fmt: skip
-    prefix = uuid.uuid4().hex[:8]
-    stop = threading.Event()
-    outcomes: list[Outcome] = []
-    crashes: list[BaseException] = []
-
-    def requests(thread: int) -> None:
-        wrapper = alias.wrapper()
-        number = 0
-        while not stop.is_set():
-            request, number = f"{prefix}-{thread}-{number}", number + 1
-            started, ok = time.monotonic(), False
-            try:
-                write(wrapper, request)
-                ok = True
-            except DatabaseError:
-                pass
-            except BaseException as exc:  # anything else is a bug of ours
-                crashes.append(exc)
-                raise
-            outcomes.append(Outcome(ok, started, time.monotonic(), request))
-            time.sleep(0.002)
-
-    threads = [threading.Thread(target=requests, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.7)
-    proxy.upstream = ("127.0.0.1", new.port)  # new connections reach the new one
-    switched = time.monotonic()
-    set_read_only(old, True)
-    time.sleep(2.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    assert not crashes
-    return outcomes, switched, django_sapool.get_stats(alias.name)
-
-
 def test_a_read_only_transaction_of_its_own_keeps_the_pool(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """A write refused because the session asked for a read-only transaction
     says nothing about the server: its connections stay pooled."""
     server = servers[0]
     alias = pool_alias(pool_size=2, pre_ping=False, settings=app_settings(server))
     wrapper = alias.wrapper()
-    before = backend(wrapper)
+    before = backend_id(wrapper)
     wrapper.close()
     wrapper.set_autocommit(False)
     cursor = wrapper.cursor()
@@ -317,53 +145,41 @@ def test_a_read_only_transaction_of_its_own_keeps_the_pool(
     assert cause is not None
     code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     assert (code or cause.args[0]) in {"25006", 1792}
-    assert backend(wrapper) == before  # the same session: nothing discarded
+    assert backend_id(wrapper) == before  # the same session: nothing discarded
     wrapper.close()
 
 
-def backend(wrapper: Any) -> int:
-    with wrapper.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_backend_pid()" if VENDOR == "postgresql"
-            else "SELECT CONNECTION_ID()"
-        )  # fmt: skip
-        return int(cursor.fetchone()[0])
-
-
-def test_a_read_only_server_retires_the_pool(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+def test_after_a_refused_write_no_older_connection_is_lent_again(
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """After one refused write, no other pooled connection is lent again."""
     server = servers[0]
     alias = pool_alias(pool_size=4, pre_ping=False, settings=app_settings(server))
     wrappers = [alias.wrapper() for _ in range(4)]
-    warm = {backend(w) for w in wrappers}
+    warm = {backend_id(w) for w in wrappers}
     for w in wrappers:
         w.close()
     set_read_only(server, True)
     wrapper = alias.wrapper()
     with pytest.raises(DatabaseError):
         write(wrapper, "refused")
-    after = {backend(w) for w in wrappers}  # four checkouts at once
+    after = {backend_id(w) for w in wrappers}  # four checkouts at once
     for w in wrappers:
         w.close()
-    observer = Observer(**admin_settings(server))
-    alive = observer.alive(warm)
-    deadline = time.monotonic() + 10
-    while alive and time.monotonic() < deadline:
-        # A session the client closed ends once its server process has seen
-        # the close and exited: moments later on a busy machine.
-        time.sleep(0.05)
-        alive = observer.alive(warm)
-    observer.close()
     figures(
         f"read-only server, 4 pooled connections ({test_settings.DRIVER})",
         failed_requests=1,
         old_sessions_lent_again=len(after & warm),
-        old_sessions_still_open=len(alive),
     )
     assert not after & warm
-    assert not alive  # closed, not just set aside
+    observer = Observer(**admin_settings(server))
+    try:
+        # Closed, not just set aside. A session the client closed ends once
+        # its server process has seen the close and exited: moments later on
+        # a busy machine.
+        observer.wait_gone(warm)
+    finally:
+        observer.close()
 
 
 # Restart while idle -------------------------------------------------------
@@ -373,16 +189,18 @@ def test_a_read_only_server_retires_the_pool(
     "pre_ping", [False, None], ids=["pre_ping=False", "default pre_ping"]
 )
 def test_restart_while_idle_costs_at_most_one_request(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer], pre_ping: bool | None
+    pool_alias: PoolAliasFactory,
+    servers: tuple[PrivateServer, PrivateServer],
+    pre_ping: bool | None,
 ) -> None:
     """4 warm connections, the server restarts while the app is idle, then
     sequential requests: without pre_ping one fails (pool-wide invalidation,
     not one per stale connection); with the default, none."""
     server = servers[1]
-    pool = {} if pre_ping is None else {"pre_ping": pre_ping}
+    pool: dict[str, Any] = {} if pre_ping is None else {"pre_ping": pre_ping}
     alias = pool_alias(pool_size=4, settings=app_settings(server), **pool)
     wrappers = [alias.wrapper() for _ in range(4)]
-    warm = {backend(w) for w in wrappers}
+    warm = {backend_id(w) for w in wrappers}
     for w in wrappers:
         w.close()
     # The app idles (pre_ping's default), then the server restarts.
@@ -421,48 +239,8 @@ def test_restart_while_idle_costs_at_most_one_request(
 # A busy pool sends no ping --------------------------------------------------
 
 
-class StatementCounter:
-    """Statements (and pings) the application's account sends, server-side."""
-
-    def __init__(self, server: PrivateServer) -> None:
-        self.server = server
-        self.admin = Observer(**admin_settings(server))
-        if VENDOR == "postgresql":
-            # Logged for the app's role only: the observer's are not counted.
-            self.admin.rows(f"ALTER ROLE {APP_USER} SET log_statement = 'all'")
-
-    def close(self) -> None:
-        if VENDOR == "postgresql":
-            self.admin.rows(f"ALTER ROLE {APP_USER} RESET log_statement")
-        self.admin.close()
-
-    def mark(self) -> int:
-        if VENDOR == "postgresql":
-            return Path(self.server.root / "log").stat().st_size
-        return self._mysql_status()
-
-    def since(self, mark: int) -> int:
-        if VENDOR == "postgresql":
-            time.sleep(0.2)  # the server's log is written asynchronously
-            with open(self.server.root / "log", errors="replace") as log:
-                log.seek(mark)
-                return sum(1 for line in log if "LOG:  statement: " in line)
-        # Minus the SHOW STATUS that read the counters at the mark.
-        return self._mysql_status() - mark - 1
-
-    def _mysql_status(self) -> int:
-        # COM_PING is an admin command, not a question.
-        counters = dict(
-            self.admin.rows(
-                "SHOW GLOBAL STATUS WHERE Variable_name IN "
-                "('Questions', 'Com_admin_commands')"
-            )
-        )
-        return int(counters["Questions"]) + int(counters["Com_admin_commands"])
-
-
 def test_a_busy_pool_sends_no_ping_by_default(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """Default configuration: 3 statements per request on the server, no
     more, while connections come back quickly; one ping after an idle spell."""
@@ -474,13 +252,13 @@ def test_a_busy_pool_sends_no_ping_by_default(
 
 
 def _count_statements(
-    pool_alias: Any, server: PrivateServer, counter: StatementCounter
+    pool_alias: PoolAliasFactory, server: PrivateServer, counter: StatementCounter
 ) -> None:
     alias = pool_alias(pool_size=4, settings=app_settings(server))
     threads, per_thread = 4, 50
     wrappers = [alias.wrapper() for _ in range(threads)]
     for w in wrappers:  # warm: four connections, set up
-        backend(w)
+        backend_id(w)
     for w in wrappers:
         w.close()
 
@@ -499,11 +277,7 @@ def _count_statements(
             request(wrapper)
 
     mark = counter.mark()
-    busy = [threading.Thread(target=requests) for _ in range(threads)]
-    for thread in busy:
-        thread.start()
-    for thread in busy:
-        thread.join()
+    assert run_threads([requests] * threads) == []
     statements = counter.since(mark)
     time.sleep(IDLE_PING_DEFAULT + 0.1)
     mark = counter.mark()
@@ -524,7 +298,7 @@ def _count_statements(
 
 @pytest.mark.postgresql
 def test_multi_host_with_target_session_attrs_follows_the_primary(
-    pool_alias: Any, servers: tuple[PrivateServer, PrivateServer]
+    pool_alias: PoolAliasFactory, servers: tuple[PrivateServer, PrivateServer]
 ) -> None:
     """HOST lists both servers; libpq connects to the one taking writes. When
     they swap roles, one request fails and the pool reconnects to the other."""

@@ -14,7 +14,6 @@ import importlib
 import pickle
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,24 +26,15 @@ from django.db import (
 )
 
 import django_sapool
+from tests.support.figures import figures
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory
 from tests.support.server import Observer, Peak, backend_id
-from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.stand_ins import Interrupted
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import run_threads, threads_running, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
-
-
-@pytest.fixture
-def proxy(pool_alias: PoolAliasFactory) -> Iterator[TcpProxy]:
-    settings_dict = pool_alias().settings_dict
-    with tcp_proxy(settings_dict["HOST"], int(settings_dict["PORT"])) as running:
-        yield running
-
-
-def figures(scenario: str, **counts: object) -> None:
-    print(f"\n[fault] {scenario}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 def attempt(alias: PoolAlias) -> tuple[bool, float, BaseException | None]:
@@ -285,10 +275,6 @@ def test_exhaustion_under_50_threads(
 
 class ViewCrashed(Exception):
     """An exception in a view, inside atomic()."""
-
-
-class Interrupted(BaseException):
-    """Stands for KeyboardInterrupt or SystemExit arriving mid-transaction."""
 
 
 def write_then_fail(error: type[BaseException]) -> None:

@@ -19,24 +19,14 @@ from django.db import OperationalError
 
 from tests.support.pool_alias import PoolAliasFactory
 from tests.support.server import Observer, backend_id
-from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.stand_ins import Interrupted
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
 
-class Interrupted(BaseException):
-    """Stands for KeyboardInterrupt, raised by a signal handler."""
-
-
 class SoftTimeLimitExceeded(Exception):
     """Like Celery's: an Exception, raised by a SIGUSR1 handler."""
-
-
-@pytest.fixture
-def proxy(pool_alias: PoolAliasFactory) -> Iterator[TcpProxy]:
-    settings_dict = pool_alias().settings_dict
-    with tcp_proxy(settings_dict["HOST"], int(settings_dict["PORT"])) as running:
-        yield running
 
 
 @pytest.fixture

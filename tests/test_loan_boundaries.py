@@ -9,7 +9,6 @@ what the caller and the server saw differs only where pooling is the point.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import logging
@@ -21,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import Error, ProgrammingError, connections, transaction
+from django.db import Error, ProgrammingError, transaction
 from django.db.utils import load_backend
 
 import django_sapool
 from django_sapool import _registry, stats
 from django_sapool._reaper import reaper
 from django_sapool._watchdog import watchdog
-from tests.support.pool_alias import PoolAlias, PoolAliasFactory
+from tests.support.pool_alias import PoolAlias, PoolAliasFactory, registered
 from tests.support.server import Observer, backend_id, stock_settings
 from tests.support.tcp_proxy import tcp_proxy
 from tests.test_faults import driver_params
@@ -242,10 +241,11 @@ def test_prewarm_opens_idle_connections_at_the_first_checkout(
     wrapper.close()
 
 
-@pytest.mark.postgresql  # libpq's own settings
+@pytest.mark.postgresql
 def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
     pool_alias: PoolAliasFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """PostgreSQL only: PGCONNECT_TIMEOUT is libpq's own setting."""
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
     stock = make_wrapper("stock", pool_alias()).get_connection_params()
     ours = driver_params(pool_alias().wrapper())
@@ -253,10 +253,11 @@ def test_pgconnect_timeout_from_the_environment_is_left_in_charge(
     assert "connect_timeout" not in ours
 
 
-@pytest.mark.postgresql  # libpq's own settings
+@pytest.mark.postgresql
 def test_a_service_file_connect_timeout_is_left_in_charge(
     pool_alias: PoolAliasFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """PostgreSQL only: a service file is libpq's own setting."""
     service_file = tmp_path / "pg_service.conf"
     service_file.write_text("[slow]\nconnect_timeout=4\n\n[plain]\nport=5432\n")
     monkeypatch.setenv("PGSERVICEFILE", str(service_file))
@@ -377,16 +378,6 @@ def test_an_exception_from_a_signal_handler_during_the_reset_reaches_the_caller(
     assert django_sapool.get_stats(alias.name)["pool_size"] == 0
 
 
-@contextlib.contextmanager
-def registered(wrapper: Any) -> Iterator[Any]:
-    """Make ``wrapper`` this thread's connection of its alias, for atomic()."""
-    connections[wrapper.alias] = wrapper
-    try:
-        yield wrapper
-    finally:
-        del connections[wrapper.alias]
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_close_inside_atomic_never_commits_the_blocks_work(
     engine: str, pool_alias: PoolAliasFactory, observer: Observer
@@ -425,10 +416,12 @@ def test_a_query_after_close_inside_atomic_raises_what_stock_raises(
 
 
 @pytest.mark.direct_server(reason="counts the server sessions of ours")
-@pytest.mark.postgresql  # trust authentication here: any password logs in
+@pytest.mark.postgresql
 def test_a_rotated_password_keeps_one_pool(
     pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
+    """PostgreSQL only: the test server trusts every login, so any password
+    logs in."""
     alias = pool_alias(pool_size=2, max_overflow=0)
     sessions: set[int] = set()
     for rotation in range(5):

@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import django_sapool
 from django_sapool import _listeners
 from django_sapool import opentelemetry as sapool_otel
+from tests.support.pool_alias import PoolAliasFactory
 from tests.support.server import Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,7 +90,7 @@ def reader() -> Iterator[InMemoryMetricReader]:
 
 @pytest.mark.direct_server(reason="counts the server sessions the pool opened")
 def test_instruments_match_the_server(
-    reader: InMemoryMetricReader, pool_alias: Any, observer: Observer
+    reader: InMemoryMetricReader, pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=1, timeout=0.3)
     seen: set[int] = set()
@@ -137,7 +138,7 @@ def test_instruments_match_the_server(
 
 
 def test_instrument_twice_counts_once_and_uninstrument_stops(
-    reader: InMemoryMetricReader, pool_alias: Any
+    reader: InMemoryMetricReader, pool_alias: PoolAliasFactory
 ) -> None:
     sapool_otel.instrument()  # already instrumented: nothing changes
     assert mine(_listeners.registered) == 1
@@ -157,7 +158,7 @@ def test_instrument_twice_counts_once_and_uninstrument_stops(
 
 
 def test_a_forked_child_reports_its_own_pools(
-    reader: InMemoryMetricReader, pool_alias: Any
+    reader: InMemoryMetricReader, pool_alias: PoolAliasFactory
 ) -> None:
     alias = pool_alias(pool_size=1)
     wrapper = alias.wrapper()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +16,6 @@ from tests.support.server import (
     Observer,
     backend_id,
     query_value,
-    server_login,
 )
 from tests.support.waiting import run_threads, wait_until
 
@@ -172,20 +169,6 @@ def test_prewarm_opens_connections_at_first_checkout(
     assert django_sapool.get_stats(alias.name)["connections_num"] == 3
 
 
-# One MySQL user per run (dropped after the test); the PostgreSQL role stays.
-OTHER_USER = (
-    "sapool_other_user" if VENDOR == "postgresql" else f"sapool_oth_{os.getpid()}"
-)
-OTHER_PASSWORD = "other-Pa55"
-
-
-@pytest.fixture
-def other_user(observer: Observer) -> Iterator[dict[str, str]]:
-    """A second login on the same server and database."""
-    with server_login(observer, OTHER_USER, OTHER_PASSWORD, drop=False) as login:
-        yield login
-
-
 @pytest.mark.direct_server(
     reason=(
         "the login user is the server's; the test PgBouncer logs in as one user"
@@ -193,13 +176,13 @@ def other_user(observer: Observer) -> Iterator[dict[str, str]]:
     )
 )
 def test_aliases_with_different_users_never_share_a_connection(
-    pool_alias: PoolAliasFactory, other_user: dict[str, str]
+    pool_alias: PoolAliasFactory, second_login: dict[str, str]
 ) -> None:
     default_user = pool_alias(pool_size=2, max_overflow=2)
-    second_user = pool_alias(pool_size=2, max_overflow=2, settings=other_user)
+    second_user = pool_alias(pool_size=2, max_overflow=2, settings=second_login)
     expected = {
         default_user.name: default_user.settings_dict["USER"],
-        second_user.name: OTHER_USER,
+        second_user.name: second_login["USER"],
     }
     current_user = (
         "SELECT current_user"

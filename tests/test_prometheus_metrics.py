@@ -11,7 +11,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,6 +19,7 @@ import django_sapool
 from django_sapool import prometheus
 from django_sapool._listeners import remove_listener
 from django_sapool.prometheus import BUCKETS, register
+from tests.support.pool_alias import PoolAliasFactory
 from tests.support.private_server import free_port
 from tests.support.recipes import (
     WORKERS,
@@ -75,7 +75,7 @@ def test_register_twice_does_not_raise() -> None:
 
 @pytest.mark.direct_server(reason="counts the server sessions the pool opened")
 def test_histograms_count_checkouts_connects_and_returns(
-    pool_alias: Any, observer: Observer
+    pool_alias: PoolAliasFactory, observer: Observer
 ) -> None:
     registry = CollectorRegistry()
     register(registry)

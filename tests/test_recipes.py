@@ -9,6 +9,8 @@ processes), how many sessions the program had at once (at most processes x
 forked, that nothing is left idle in a transaction, and that every session
 ends when the program stops. The programs log in as a user of their own, so
 that their sessions are told apart from everyone else's on the server.
+
+Marked ``faults``: the forking servers' scenarios belong to the fault suite.
 """
 
 from __future__ import annotations
@@ -16,14 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sys
-import time
-import urllib.parse
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,17 +28,15 @@ from tests.recipes.settings import POOL_SIZE
 from tests.support.private_server import free_port
 from tests.support.recipes import (
     PER_PROCESS,
-    REDIS_URL,
     ROOT,
-    STARTUP_TIMEOUT,
     WORKERS,
     Program,
     Sessions,
     check_forked_workers,
     drive,
-    forget_queue,
     need_module,
     retire_one_worker,
+    run_celery,
     sessions_by_process,
     wait_until_serving,
 )
@@ -53,7 +48,7 @@ pytestmark = [
     pytest.mark.direct_server(
         reason="each recipe tells worker processes apart by server session"
     ),
-    pytest.mark.faults,  # the forking-server scenarios of the fault suite
+    pytest.mark.faults,
 ]
 
 
@@ -207,75 +202,6 @@ def test_uwsgi(
 
 
 # Celery ----------------------------------------------------------------------------
-
-
-def run_celery(
-    spawn: Callable[..., Program], sessions: Sessions, pool: str, tasks: int
-) -> tuple[Program, list[dict[str, Any]]]:
-    """A Celery worker with ``pool``, and the reports of ``tasks`` tasks (at
-    least one per prefork process), sent eight at a time."""
-    need_module("celery")
-    need_module("redis")
-    from celery import Celery
-
-    broker = urllib.parse.urlsplit(REDIS_URL)
-    try:
-        address = (broker.hostname or "127.0.0.1", broker.port or 6379)
-        socket.create_connection(address, timeout=2).close()
-    except OSError as exc:
-        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
-    queue = f"sapool-recipes-{uuid.uuid4().hex}"
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "--app=tests.recipes.celery_app",
-        "worker",
-        f"--pool={pool}",
-        f"--concurrency={WORKERS}",
-        f"--queues={queue}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--loglevel=WARNING",
-    ]
-    if pool == "prefork":  # pool processes exit, the main one stays
-        args += ["--max-tasks-per-child=5", "-O", "fair"]
-    program = spawn(
-        args, env={"SAPOOL_RECIPES_QUEUE": queue, "SAPOOL_REDIS_URL": REDIS_URL}
-    )
-    client = Celery("recipes-client", broker=REDIS_URL, backend=REDIS_URL)
-    results: list[dict[str, Any]] = []
-    processes = WORKERS if pool == "prefork" else 1
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while len(results) < tasks or len({r["pid"] for r in results}) < processes:
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"tasks not served by {processes} processes:\n{program.output()}"
-                )
-            pending = [
-                client.send_task("tests.recipes.celery_app.backend", queue=queue)
-                for _ in range(8)
-            ]
-            for result in pending:
-
-                def ready(result: Any = result) -> bool:
-                    program.check_running()
-                    sessions.sample()
-                    return bool(result.ready())
-
-                wait_until(
-                    ready,
-                    lambda: f"task run:\n{program.output()}",
-                    timeout=max(0.0, deadline - time.monotonic()),
-                )
-                results.append(result.get(timeout=5))
-                result.forget()
-    finally:
-        forget_queue(client, queue)
-        client.close()
-    return program, results
 
 
 def test_celery_prefork(spawn: Callable[..., Program], sessions: Sessions) -> None:

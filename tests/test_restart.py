@@ -8,135 +8,42 @@ two rows, and no request with only one.
 
 from __future__ import annotations
 
-import functools
-import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.db import Error as DatabaseError
 
-import django_sapool
 from tests import settings as test_settings
-from tests.conftest import IN_CI
+from tests.support.failover import restart_under_load
+from tests.support.fixtures import private_server_or_skip
 from tests.support.pool_alias import PoolAliasFactory
-from tests.support.private_server import PrivateServer, start_private_server
+from tests.support.private_server import PrivateServer
 from tests.support.server import Observer
-from tests.support.waiting import threads_running
 
 pytestmark = [
     pytest.mark.faults,
     pytest.mark.direct_server(
         reason="the private server is reached directly, never through PgBouncer"
     ),
+    pytest.mark.usefixtures("only_private_servers"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _database_access(django_db_blocker: Any) -> Iterator[None]:
-    """Only the private server is used: the test database is never touched."""
-    with django_db_blocker.unblock():
-        yield
 
 
 @pytest.fixture(scope="module")
 def server(django_db_blocker: Any) -> Iterator[PrivateServer]:
+    """A private server with the table the requests write to, ``restart_rows``."""
     with django_db_blocker.unblock():
-        yield from _server()
-
-
-def _server() -> Iterator[PrivateServer]:
-    private = start_private_server(test_settings.VENDOR)
-    if private is None:
-        message = f"no {test_settings.VENDOR} server binaries to start a private one"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:  # the server goes away with the run, whatever fails
-        observer = Observer(**private.settings)
-        observer.rows(
-            "CREATE TABLE restart_rows "
-            "(request VARCHAR(60) NOT NULL, part INT NOT NULL)"
-        )
-        observer.close()
-        yield private
-    finally:
-        private.close()
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    started: float
-    ended: float
-    request: str
-
-
-def restart_under_load(
-    pool_alias: PoolAliasFactory, server: PrivateServer, *, pre_ping: bool, pause: bool
-) -> tuple[list[Outcome], float, dict[str, int]]:
-    """Run the load across a restart: outcomes, when the server was back, stats.
-
-    The stats are the pool's at the end, with ``stale``: the connections it
-    had open when the server went down. ``pause``: no requests while it is
-    down, so every stale connection is still in the pool when it is back.
-    """
-    alias = pool_alias(
-        pool_size=8, max_overflow=0, pre_ping=pre_ping, settings=server.settings
-    )
-    prefix = uuid.uuid4().hex[:8]
-    stop, running = threading.Event(), threading.Event()
-    running.set()
-    outcomes: list[Outcome] = []
-    crashes: list[BaseException] = []
-
-    def requests(thread: int) -> None:
-        wrapper = alias.wrapper()
-        number = 0
-        while running.wait() and not stop.is_set():
-            request, number = f"{prefix}-{thread}-{number}", number + 1
-            started, ok = time.monotonic(), False
-            try:
-                wrapper.set_autocommit(False)
-                with wrapper.cursor() as cursor:
-                    for part in (1, 2):
-                        cursor.execute(
-                            "INSERT INTO restart_rows (request, part) VALUES (%s, %s)",
-                            [request, part],
-                        )
-                wrapper.commit()
-                ok = True
-            except DatabaseError:
-                pass
-            except BaseException as exc:  # anything else is a bug of ours
-                crashes.append(exc)
-                raise
-            finally:
-                wrapper.close()
-            outcomes.append(Outcome(ok, started, time.monotonic(), request))
-            time.sleep(0.002)
-
-    with threads_running(functools.partial(requests, n) for n in range(8)):
-        try:
-            time.sleep(0.5)
-            if pause:
-                running.clear()
-                time.sleep(0.1)  # requests under way end
-            stale = django_sapool.get_stats(alias.name)["pool_size"]
-            server.stop()
-            time.sleep(0.5)  # down: requests meanwhile fail, quickly
-            server.start()  # returns once the server accepts connections
-            back = time.monotonic()
-            running.set()
-            time.sleep(1.0)
+        private = private_server_or_skip()
+        try:  # the server goes away with the run, whatever fails
+            observer = Observer(**private.settings)
+            observer.rows(
+                "CREATE TABLE restart_rows "
+                "(request VARCHAR(60) NOT NULL, part INT NOT NULL)"
+            )
+            observer.close()
+            yield private
         finally:
-            running.set()
-            stop.set()
-    assert not crashes
-    return outcomes, back, {**django_sapool.get_stats(alias.name), "stale": stale}
+            private.close()
 
 
 @pytest.mark.parametrize("pause", [False, True], ids=["steady load", "paused load"])

@@ -10,14 +10,13 @@ session out of any transaction and the row free for another session to lock.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 
-from tests.support.pool_alias import PoolAliasFactory
+from tests.support.pool_alias import PoolAliasFactory, registered
 from tests.support.server import VENDOR, Observer, backend_id
 from tests.support.waiting import wait_until
 
@@ -68,16 +67,6 @@ def raw_start_transaction_then_fail(wrapper: Any) -> None:
     execute(wrapper, "START TRANSACTION")
     fail_first_statement(wrapper)
     wrapper.close()
-
-
-@contextlib.contextmanager
-def registered(wrapper: Any) -> Iterator[None]:
-    """Make ``transaction.atomic(using=...)`` find this wrapper."""
-    connections[wrapper.alias] = wrapper
-    try:
-        yield
-    finally:
-        del connections[wrapper.alias]
 
 
 def close_in_atomic_savepoint(wrapper: Any) -> None:

@@ -7,43 +7,31 @@ really is used (and would show up if anything leaked it).
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
 
 import pytest
 from django.db import Error, OperationalError
 
 import django_sapool
 from django_sapool import _registry
+from tests.support.fixtures import SECOND_LOGIN_PASSWORD
 from tests.support.pool_alias import PoolAliasFactory
-from tests.support.server import VENDOR, Observer, backend_id, server_login
+from tests.support.server import backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# MySQL users are dropped after each test: one per run, so that runs sharing
-# a server do not drop each other's. PostgreSQL roles stay (only revoked).
-USER = "sapool_secret_user" if VENDOR == "postgresql" else f"sapool_sec_{os.getpid()}"
-PASSWORD = "Pa55-SAPOOL-SECRET-9b1f"
-
-
-@pytest.fixture
-def secret_user(observer: Observer) -> Iterator[dict[str, str]]:
-    with server_login(observer, USER, PASSWORD, drop=False) as login:
-        yield login
-
 
 def leaks(text: object) -> bool:
-    return PASSWORD in str(text)
+    return SECOND_LOGIN_PASSWORD in str(text)
 
 
 def test_password_stays_out_of_everything(
     pool_alias: PoolAliasFactory,
-    secret_user: dict[str, str],
+    second_login: dict[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, SQLAlchemy's pool included
     alias = pool_alias(
-        pool_size=1, max_overflow=0, timeout=0.2, pre_ping=True, settings=secret_user
+        pool_size=1, max_overflow=0, timeout=0.2, pre_ping=True, settings=second_login
     )
     holder, waiter = alias.wrapper(), alias.wrapper()
     backend_id(holder)
@@ -69,13 +57,13 @@ def test_password_stays_out_of_everything(
 
 def test_password_stays_out_of_connection_errors(
     pool_alias: PoolAliasFactory,
-    secret_user: dict[str, str],
+    second_login: dict[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     for settings in (
-        {**secret_user, "PORT": "1"},
-        {**secret_user, "NAME": "no_such_database"},
+        {**second_login, "PORT": "1"},
+        {**second_login, "NAME": "no_such_database"},
     ):
         wrapper = pool_alias(settings=settings).wrapper()
         with pytest.raises(Error) as failed:

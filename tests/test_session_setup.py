@@ -18,6 +18,7 @@ from tests.support.server import (
     STOCK_ENGINE,
     Observer,
     backend_id,
+    query_one,
     query_value,
     stock_settings,
 )
@@ -186,10 +187,8 @@ def session_variables(wrapper: Any) -> dict[str, str]:
 
 def round_trip(wrapper: Any, text: str) -> tuple[str, int]:
     """The text as the server gives it back, and its length as the server counts."""
-    with wrapper.cursor() as cursor:
-        cursor.execute("SELECT %s, CHAR_LENGTH(%s)", [text, text])
-        value, length = cursor.fetchone()
-        return value, int(length)
+    value, length = query_one(wrapper, "SELECT %s, CHAR_LENGTH(%s)", [text, text])
+    return value, int(length)
 
 
 @pytest.mark.mysql

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.db import connections
@@ -12,6 +11,7 @@ from django.db import connections
 import django_sapool
 from django_sapool._events import EVENTS
 from django_sapool.stats import COUNTERS, DESCRIPTIONS, GAUGES, PSYCOPG_KEYS
+from tests.support.pool_alias import PoolAliasFactory
 from tests.support.server import Observer, backend_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,7 +67,7 @@ def test_a_configured_alias_reports_its_sizes_before_its_first_checkout(
 
 @pytest.mark.direct_server(reason="counts connect attempts to the server itself")
 def test_failed_connects_count_as_attempts_and_as_request_errors(
-    pool_alias: Any,
+    pool_alias: PoolAliasFactory,
 ) -> None:
     alias = pool_alias(pool_size=1, unreachable_wait=None)
     good = alias.wrapper()
@@ -85,7 +85,9 @@ def test_failed_connects_count_as_attempts_and_as_request_errors(
     assert stats["requests_timeouts"] == 0
 
 
-def test_a_connection_broken_after_an_error_is_a_bad_return(pool_alias: Any) -> None:
+def test_a_connection_broken_after_an_error_is_a_bad_return(
+    pool_alias: PoolAliasFactory,
+) -> None:
     alias = pool_alias(pool_size=1)
     wrapper = alias.wrapper()
     wrapper.ensure_connection()
@@ -110,7 +112,7 @@ def test_readme_and_docs_list_every_key_and_event() -> None:
 
 @pytest.mark.direct_server(reason="kills the server session it identifies")
 def test_operator_events_carry_the_alias_and_their_documented_level(
-    pool_alias: Any, observer: Observer, caplog: pytest.LogCaptureFixture
+    pool_alias: PoolAliasFactory, observer: Observer, caplog: pytest.LogCaptureFixture
 ) -> None:
     alias = pool_alias(pool_size=1, max_overflow=0, timeout=0.1, pre_ping=True)
     caplog.set_level(logging.INFO, logger="django_sapool")

@@ -17,15 +17,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from django_sapool._gate import ConnectGate, Unreachable
+from tests.support.stand_ins import Interrupted
 from tests.support.waiting import wait_until
 
 
 class ConnectFailed(Exception):
     """Stands for the driver's OperationalError."""
-
-
-class Interrupted(BaseException):
-    """Stands for SystemExit or an exception raised by a signal handler."""
 
 
 REFUSED = "connection refused\n\tIs the server running on that host?\n"

@@ -16,6 +16,7 @@ import pytest
 
 from django_sapool._watchdog import watchdog
 from tests.support.forking import c_fork, in_child, live_threads, settle
+from tests.support.waiting import run_threads
 
 WATCHDOG_THREAD = "django_sapool watchdog"
 #: How late the watchdog's thread may run on a busy machine.
@@ -99,11 +100,7 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
             start.wait(10)
             keys.append(watchdog.start(ours, 60, "child", "the pre-ping"))
 
-        workers = [threading.Thread(target=call) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(10)
+        errors = run_threads([call] * threads, timeout=10)
         running = live_threads(WATCHDOG_THREAD)
         cut = [watchdog.finish(key) for key in keys]
         # The child's watchdog works: a call of its own past its limit is cut.
@@ -111,6 +108,7 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
         key = watchdog.start(mine, 0.05, "child", "a reset")
         cut_in_time = mine.recv(1) == b"" and watchdog.finish(key)
         return {
+            "errors": [repr(error) for error in errors],
             "running": running,
             "keys": len(keys),
             "cut": cut,
@@ -124,6 +122,7 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
         # identity may be missing from it: "cut_in_time" shows one runs.)
         assert report.pop("running") <= 1
         assert report == {
+            "errors": [],
             "keys": threads,
             "cut": [False] * threads,
             "cut_in_time": True,

@@ -10,8 +10,10 @@ test.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,3 +98,14 @@ def thread_connection(using: str, settings_dict: dict[str, Any]) -> Any:
             copy.deepcopy(settings_dict), using
         )
         return connections[using]
+
+
+@contextlib.contextmanager
+def registered(wrapper: Any) -> Iterator[Any]:
+    """Make ``wrapper`` this thread's connection of its alias, so that
+    ``transaction.atomic(using=wrapper.alias)`` finds it; yields it."""
+    connections[wrapper.alias] = wrapper
+    try:
+        yield wrapper
+    finally:
+        del connections[wrapper.alias]

@@ -5,7 +5,8 @@ worker, a management command) with ``spawn``, in a process group of its own,
 logged in as a user of its own (``login``) so that ``sessions`` tells its
 server sessions from everyone else's. ``drive`` sends concurrent requests;
 ``check_forked_workers`` and ``retire_one_worker`` assert what every forking
-server must show. The fixtures are a plugin of tests/conftest.py.
+server must show; ``run_celery`` starts a Celery worker and gathers its
+tasks' reports. The fixtures are a plugin of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import os
 import secrets
 import select
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,12 +123,13 @@ def login(observer: Observer) -> Iterator[dict[str, str]]:
         # The programs are gone (spawn's teardown runs first); so must be their
         # sessions, though the server may need a moment to notice a killed one.
         remaining = Sessions(observer, user)
-        deadline = time.monotonic() + 5
-        while (leftovers := remaining.ids()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for session in leftovers:
-            observer.kill(session)
-    assert not leftovers, f"sessions left behind by the test's programs: {leftovers}"
+        try:
+            remaining.wait_for(
+                lambda ids: not ids, "sessions left behind by the programs", 5
+            )
+        finally:
+            for session in remaining.ids():
+                observer.kill(session)
 
 
 @pytest.fixture
@@ -443,3 +449,75 @@ def forget_queue(client: Any, queue: str) -> None:
         connection.default_channel.client.delete(
             queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
         )
+
+
+# Celery ----------------------------------------------------------------------------
+
+
+def run_celery(
+    spawn: Callable[..., Program], sessions: Sessions, pool: str, tasks: int
+) -> tuple[Program, list[dict[str, Any]]]:
+    """A Celery worker with ``pool``, and the reports of ``tasks`` tasks (at
+    least one per prefork process), sent eight at a time."""
+    need_module("celery")
+    need_module("redis")
+    from celery import Celery
+
+    broker = urllib.parse.urlsplit(REDIS_URL)
+    try:
+        address = (broker.hostname or "127.0.0.1", broker.port or 6379)
+        socket.create_connection(address, timeout=2).close()
+    except OSError as exc:
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
+    queue = f"sapool-recipes-{uuid.uuid4().hex}"
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "--app=tests.recipes.celery_app",
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={WORKERS}",
+        f"--queues={queue}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=WARNING",
+    ]
+    if pool == "prefork":  # pool processes exit, the main one stays
+        args += ["--max-tasks-per-child=5", "-O", "fair"]
+    program = spawn(
+        args, env={"SAPOOL_RECIPES_QUEUE": queue, "SAPOOL_REDIS_URL": REDIS_URL}
+    )
+    client = Celery("recipes-client", broker=REDIS_URL, backend=REDIS_URL)
+    results: list[dict[str, Any]] = []
+    processes = WORKERS if pool == "prefork" else 1
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while len(results) < tasks or len({r["pid"] for r in results}) < processes:
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"tasks not served by {processes} processes:\n{program.output()}"
+                )
+            pending = [
+                client.send_task("tests.recipes.celery_app.backend", queue=queue)
+                for _ in range(8)
+            ]
+            for result in pending:
+
+                def ready(result: Any = result) -> bool:
+                    program.check_running()
+                    sessions.sample()
+                    return bool(result.ready())
+
+                wait_until(
+                    ready,
+                    lambda: f"task run:\n{program.output()}",
+                    timeout=max(0.0, deadline - time.monotonic()),
+                )
+                results.append(result.get(timeout=5))
+                result.forget()
+    finally:
+        forget_queue(client, queue)
+        client.close()
+    return program, results

@@ -222,20 +222,13 @@ class Peak:
             thread.join()
 
 
-@contextlib.contextmanager
-def server_login(
-    observer: Observer, user: str, password: str, *, drop: bool
-) -> Iterator[dict[str, str]]:
-    """A login of its own on the test database; yields its USER and PASSWORD.
+def create_login(observer: Observer, user: str, password: str) -> dict[str, str]:
+    """A login with all rights on the observer's database; its USER and PASSWORD.
 
-    Made if missing, its password set either way. On exit its rights are
-    revoked; a MySQL user is dropped, a PostgreSQL role only with ``drop``
-    (a role name shared by runs on one server stays, so as not to drop it
-    from under another run).
+    Made if missing, its password set either way. A MySQL user is
+    ``'user'@'HOST'``, HOST the observer's (the clients' too).
     """
     database = observer.wrapper.settings_dict["NAME"]
-    host = observer.wrapper.settings_dict["HOST"] or "localhost"
-    account = f"'{user}'@'{host}'"
     if VENDOR == "postgresql":
         observer.rows(
             f"DO $$ BEGIN CREATE ROLE {user} LOGIN; "
@@ -244,11 +237,34 @@ def server_login(
         observer.rows(f"ALTER ROLE {user} PASSWORD '{password}'")
         observer.rows(f'GRANT ALL ON DATABASE "{database}" TO {user}')
     else:
+        account = _mysql_account(observer, user)
         observer.rows(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{password}'")
         observer.rows(f"ALTER USER {account} IDENTIFIED BY '{password}'")
         observer.rows(f"GRANT ALL ON `{database}`.* TO {account}")
+    return {"USER": user, "PASSWORD": password}
+
+
+def _mysql_account(observer: Observer, user: str) -> str:
+    host = observer.wrapper.settings_dict["HOST"] or "localhost"
+    return f"'{user}'@'{host}'"
+
+
+@contextlib.contextmanager
+def server_login(
+    observer: Observer, user: str, password: str, *, drop: bool
+) -> Iterator[dict[str, str]]:
+    """A login of its own on the test database (``create_login``); yields its
+    USER and PASSWORD.
+
+    On exit its rights are revoked; a MySQL user is dropped, a PostgreSQL
+    role only with ``drop`` (a role name shared by runs on one server stays,
+    so as not to drop it from under another run).
+    """
+    database = observer.wrapper.settings_dict["NAME"]
+    account = _mysql_account(observer, user)
+    login = create_login(observer, user, password)
     try:
-        yield {"USER": user, "PASSWORD": password}
+        yield login
     finally:
         if VENDOR == "postgresql":
             observer.rows(f'REVOKE ALL ON DATABASE "{database}" FROM {user}')

@@ -455,6 +455,36 @@ def test_a_statement_interrupted_by_a_signal_leaves_nothing_for_the_next_borrowe
     nxt.close()
 
 
+@pytest.mark.mysql
+@pytest.mark.direct_server(reason="reads InnoDB's list of open transactions")
+def test_each_connection_reads_its_own_transaction_state(
+    pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
+    """The status flags are read through each connection's own handle.
+
+    Two connections, each returned once (their handles noted); then one is
+    given back in a transaction the client library alone knows of, the other
+    idle. Read through the wrong handle, the first would be pooled holding its
+    transaction (and the row it wrote).
+    """
+    alias = pool_alias(pool_size=2, max_overflow=0)
+    wrappers = [alias.wrapper(), alias.wrapper()]
+    sessions = [backend_id(wrapper) for wrapper in wrappers]
+    for wrapper in wrappers:
+        wrapper.close()
+    wrappers = [alias.wrapper(), alias.wrapper()]
+    assert {backend_id(wrapper) for wrapper in wrappers} == set(sessions)
+    idle, writer = wrappers  # the writer's handle was not the first one read
+    with writer.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO testapp_item (name) VALUES ('own-handle')")
+    idle.close()
+    writer.close()
+    assert observer.idle_in_transaction(sessions) == set()
+    assert rows_named(observer, "own-handle") == 0, "rolled back on return"
+    assert django_sapool.get_stats(alias.name)["returns_bad"] == 0
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_failed_connect_shows_the_drivers_error_near_the_top(
     engine: str, pool_alias: PoolAliasFactory, request: pytest.FixtureRequest

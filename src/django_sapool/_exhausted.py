@@ -36,10 +36,10 @@ def _holders(pool: QueuePool) -> str:
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     held = []
     for ref in list(_fork.lent.values()):
-        proxied = ref()
-        if proxied is None or proxied._pool is not pool:
+        loan = ref()
+        if loan is None or loan.pool is not pool:
             continue
-        ident, since = proxied.info.get(BORROWED, (None, now))
+        ident, since = loan.info.get(BORROWED, (None, now))
         name = names.get(ident, "an ended thread")
         held.append((now - since, name))
     if not held:

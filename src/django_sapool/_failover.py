@@ -17,9 +17,10 @@ from ._events import log_fields
 from ._record_keys import INVALIDATED
 
 if TYPE_CHECKING:
-    from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
     from ._drivers import Driver
+    from ._loan import Loan
     from ._queue_pool import FastQueuePool
     from .stats import PoolStats
 
@@ -49,16 +50,14 @@ class Failover:
         self._dialect: Any = pool._dialect
         self._stats = stats
 
-    def statement_failed(
-        self, proxied: PoolProxiedConnection, error: BaseException
-    ) -> None:
+    def statement_failed(self, loan: Loan, error: BaseException) -> None:
         """A statement of this loan failed: is it the server, not the statement?
 
         If so, every connection opened before this one is stale; this one is
         discarded when given back (is_stale). Nothing is retried: the request
         fails as it would without a pool. Only called on errors.
         """
-        connection = proxied.dbapi_connection
+        connection = loan.dbapi_connection
         if connection is None or not isinstance(error, self._driver_error):
             return
         refuses_writes = self._driver.refuses_writes(error, connection)
@@ -68,9 +67,9 @@ class Failover:
             reason = "the connection to the server was lost"
         else:
             return
-        if self.is_stale(proxied):
+        if self.is_stale(loan):
             return  # an invalidation after it opened covers it already
-        self._pool._invalidate(proxied, error, _checkin=False)
+        self._pool.invalidate_older(loan.record)
         logger.warning(
             "Alias %r: %s (%s: %s); discarding every connection opened before "
             "now as it comes up for checkout",
@@ -86,10 +85,10 @@ class Failover:
             ),
         )
 
-    def is_stale(self, proxied: PoolProxiedConnection) -> bool:
+    def is_stale(self, loan: Loan) -> bool:
         """Opened before the pool's last pool-wide invalidation?"""
-        record: Any = getattr(proxied, "_connection_record", None)
-        return record is not None and record.starttime < self._pool._invalidate_time
+        record: Any = loan.record
+        return bool(record.starttime < self._pool._invalidate_time)
 
     def on_invalidate(
         self, connection: Any, record: ConnectionPoolEntry, error: BaseException | None

@@ -47,8 +47,8 @@ class LeakWatch:
         """Watched by ``watcher``, by default this process's one."""
         self.alias = alias
         self.limit = limit
-        # Keyed by SQLAlchemy's proxy: a borrower collected without giving the
-        # connection back takes its loan with it (the checkin hook resets it).
+        # Keyed by the pool's Loan: a borrower collected without giving the
+        # connection back takes its entry with it (the pool frees the slot).
         self._loans: weakref.WeakKeyDictionary[Any, Loan] = weakref.WeakKeyDictionary()
         if watcher is None:
             _fork.check()  # a child forked from C gets its own watcher
@@ -56,16 +56,16 @@ class LeakWatch:
         self._clock = watcher.clock
         watcher.watch(self)
 
-    def lent(self, proxied: Any) -> None:
-        self._loans[proxied] = Loan(
+    def lent(self, loan: Any) -> None:
+        self._loans[loan] = Loan(
             self.alias,
             self._clock(),
             threading.current_thread().name,
             traceback.StackSummary.from_list(traceback.extract_stack()[:-2]),
         )
 
-    def returned(self, proxied: Any) -> None:
-        loan = self._loans.pop(proxied, None)
+    def returned(self, lent: Any) -> None:
+        loan = self._loans.pop(lent, None)
         if loan is not None and loan.reported:
             logger.info(
                 "Alias %r: the connection reported as leaked (thread %r) came "

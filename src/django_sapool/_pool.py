@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sqlalchemy.exc
 from sqlalchemy import create_pool_from_url, event
-from sqlalchemy.pool import PoolProxiedConnection
 
 from . import _fork, _listeners
 from ._abandoned import ENDED_REUSED, close_abandoned
@@ -27,6 +26,7 @@ from ._exhausted import exhausted_message
 from ._failover import Failover, Unusable
 from ._gate import ConnectGate, Unreachable
 from ._leaks import LeakWatch
+from ._loan import Loan, LoanRef
 from ._queue_pool import FastQueuePool, wait_slice
 from ._reaper import reaper
 from ._record_keys import (
@@ -143,6 +143,8 @@ class DatabasePool:
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
         )
         self._prewarm_pending = config.prewarm > 1
+        #: pre_ping=True: SQLAlchemy's ping at every checkout (see _pre_ping).
+        self._ping_each = config.pre_ping is True
         reaper.start()
         logger.info(
             "Pool created for alias %r (%s): %s",
@@ -177,9 +179,7 @@ class DatabasePool:
             "pool_overflow": max(0, pool.overflow()),
         }
 
-    def checkout(
-        self, borrower: Borrower, conn_params: dict[str, Any]
-    ) -> PoolProxiedConnection:
+    def checkout(self, borrower: Borrower, conn_params: dict[str, Any]) -> Loan:
         """Lend a connection; a new one is opened by ``borrower`` if needed."""
         stats = self.stats
         failure: str | None = "requests_errors"
@@ -190,14 +190,14 @@ class DatabasePool:
         self._connecting.borrower = (borrower, conn_params, started)
         try:
             try:
-                proxied = self._pool.connect()
+                loan = self._lend()
             except sqlalchemy.exc.TimeoutError:
-                proxied = self._wait_for_connection(started)
+                loan = self._wait_for_connection(started)
             limit = self._ping_idle
             if limit is not None:  # inline: the default runs it per checkout
-                returned = proxied.info.get(RETURNED)
+                returned = loan.info.get(RETURNED)
                 if returned is not None and started - returned >= limit:
-                    proxied = self._ping_if_idle(proxied, started)
+                    loan = self._ping_if_idle(loan, started)
             failure = None
             if self._prewarm_pending:
                 self._prewarm()
@@ -223,16 +223,74 @@ class DatabasePool:
             if listeners:
                 for listener in listeners:
                     listener.checkout_ended(self, ended - started, failure)
-        info = proxied.info
+        info = loan.info
         info[BORROWED] = (get_ident(), ended)
         if listeners:
             info[LENT_AT] = (listeners, ended)
-        _fork.lent[id(proxied)] = weakref.ref(proxied)
+        _fork.lent[id(loan)] = loan.ref
         if self._leaks is not None:
-            self._leaks.lent(proxied)
-        return proxied
+            self._leaks.lent(loan)
+        return loan
 
-    def _wait_for_connection(self, started: float) -> PoolProxiedConnection:
+    def _lend(self) -> Loan:
+        """A slot from the queue, with its connection opened, recycled or pinged.
+
+        SQLAlchemy's own checkout wraps each in a proxy with a finaliser; we
+        keep what it does to the slot (QueuePool's queue and overflow, the
+        record's recycle and reconnect) and lend a Loan, a third of the cost.
+        """
+        pool = self._pool
+        # get_connection() and _checkin_failed() are on SQLAlchemy's record,
+        # not in its interface.
+        record: Any = pool._do_get()
+        try:
+            connection = record.get_connection()
+            if self._ping_each:
+                connection = self._pre_ping(record, connection)
+        except BaseException as error:
+            # Invalidated if it holds a connection, and the slot given back.
+            record._checkin_failed(error, _fairy_was_created=False)
+            raise
+        return Loan(pool, record, connection, self._collected)
+
+    def _pre_ping(self, record: Any, connection: Any) -> Any:
+        """pre_ping=True: ping at checkout a connection not opened just now.
+
+        As SQLAlchemy's pre-ping does: a failed ping discards the connection
+        with every connection opened before it, and the slot connects again.
+        """
+        for _ in range(2):
+            fresh, record.fresh = record.fresh, False
+            if fresh or self._dialect._do_ping_w_event(connection):
+                return connection
+            error = sqlalchemy.exc.InvalidatePoolError()
+            record.invalidate(error)
+            self._pool.invalidate_older(record)
+            connection = record.get_connection()
+        record.invalidate()  # pragma: no cover - a fresh connection is not pinged
+        raise sqlalchemy.exc.InvalidRequestError("This connection is closed")
+
+    def _collected(self, ref: LoanRef) -> None:
+        """A loan collected before it was given back: its borrower is gone.
+
+        In the collector, in any thread: the slot goes back unreset, which
+        frees it and leaves the connection to the reaper (see _abandoned).
+        """
+        record = ref.record
+        if record is not None:
+            ref.record = None
+            self._pool._do_return_conn(record)
+
+    def _discard(
+        self, record: ConnectionPoolEntry, error: BaseException | None = None
+    ) -> None:
+        """Close a slot's connection for good and give the slot back."""
+        try:
+            record.invalidate(error)
+        finally:
+            self._pool._do_return_conn(record)
+
+    def _wait_for_connection(self, started: float) -> Loan:
         """After a first wait for a free connection timed out, wait the rest.
 
         QueuePool waits in slices: a checkout that finds no idle connection
@@ -247,13 +305,13 @@ class DatabasePool:
             if deadline - time.monotonic() < self._wait_slice / 2:
                 raise sqlalchemy.exc.TimeoutError()  # checkout(): PoolTimeout
             try:
-                return self._pool.connect()
+                return self._lend()
             except sqlalchemy.exc.TimeoutError:
                 continue
 
     def release(
         self,
-        proxied: PoolProxiedConnection,
+        loan: Loan,
         discard: bool,
         cursors: Cursors = (),
         named_cursors: bool = False,
@@ -268,36 +326,37 @@ class DatabasePool:
         inside atomic()), so it is rolled back even with reset "commit".
         Only for connections lent by this process (the wrapper checks).
         """
-        _fork.lent.pop(id(proxied), None)
+        record = loan.end()
+        _fork.lent.pop(id(loan), None)
+        info = loan.info
         if _listeners.registered:
-            self._report_return(proxied)
+            self._report_return(info)
         if self._leaks is not None:
-            self._leaks.returned(proxied)
+            self._leaks.returned(loan)
         if discard:
             self.stats.add("returns_bad")
-            proxied.invalidate(Unusable("Django found it unusable after an error"))
+            self._discard(record, Unusable("Django found it unusable after an error"))
             return
-        info = proxied.info
         try:
             reusable = not self.disposed and self._reset.ready(
-                proxied.dbapi_connection, info, cursors, named_cursors, rollback_only
+                loan.dbapi_connection, info, cursors, named_cursors, rollback_only
             )
         except BaseException:
-            proxied.invalidate()  # interrupted mid-reset: its state is unknown
+            self._discard(record)  # interrupted mid-reset: its state is unknown
             raise
         if reusable:
             info[RESET] = True
             if self._ping_idle is not None:
                 info[RETURNED] = time.monotonic()
-            proxied.close()
+            self._pool._do_return_conn(record)
         else:
             if not self.disposed:
                 self.stats.add("returns_bad")
-            proxied.invalidate()
+            self._discard(record)
 
-    def _report_return(self, proxied: PoolProxiedConnection) -> None:
+    def _report_return(self, info: dict[str, Any]) -> None:
         """Tell the listeners how long the connection was lent."""
-        lent = proxied.info.pop(LENT_AT, None)
+        lent = info.pop(LENT_AT, None)
         listeners = _listeners.registered
         if lent is None or lent[0] is not listeners:
             return  # lent before these listeners came: its loan is unknown
@@ -307,7 +366,7 @@ class DatabasePool:
 
     def reclaim(
         self,
-        proxied: PoolProxiedConnection,
+        loan: Loan,
         cursors: list[weakref.ref[Any]],
         clean: bool,
         thread: str,
@@ -321,10 +380,11 @@ class DatabasePool:
         back to the pool as it is; any other is closed by the reaper thread,
         and its slot is free at once.
         """
-        _fork.lent.pop(id(proxied), None)
+        record = loan.end()
+        _fork.lent.pop(id(loan), None)
         if self._leaks is not None:
-            self._leaks.returned(proxied)
-        connection = proxied.dbapi_connection
+            self._leaks.returned(loan)
+        connection = loan.dbapi_connection
         driver = self.driver
         reusable = (
             clean
@@ -341,10 +401,9 @@ class DatabasePool:
         if reusable:
             reaper.log_later(logging.INFO, ENDED_REUSED, self.alias, thread)
         else:  # its slot is freed now; the reaper closes it
-            record: Any = proxied._connection_record
             close_abandoned(record, self.alias, self.pid, ended=thread)
-        proxied.info[RESET] = True  # ready as it is, or holding no connection
-        proxied.close()
+        record.info[RESET] = True  # ready as it is, or holding no connection
+        self._pool._do_return_conn(record)
 
     def _abandoned(self, record: ConnectionPoolEntry) -> None:
         """A return release() did not reset: its borrower was collected."""
@@ -404,9 +463,7 @@ class DatabasePool:
         logger.debug("New connection for alias %r (%s)", self.alias, self.description)
         return connection
 
-    def _ping_if_idle(
-        self, proxied: PoolProxiedConnection, started: float
-    ) -> PoolProxiedConnection:
+    def _ping_if_idle(self, loan: Loan, started: float) -> Loan:
         """pre_ping as seconds: ping a connection that sat idle that long.
 
         A busy pool pays a dictionary lookup per checkout and sends nothing;
@@ -418,20 +475,20 @@ class DatabasePool:
         limit = self._ping_idle
         assert limit is not None
         while True:
-            returned = proxied.info.get(RETURNED)
+            returned = loan.info.get(RETURNED)
             if returned is None or started - returned < limit:
-                return proxied
-            del proxied.info[RETURNED]  # pinged once per idle spell
+                return loan
+            del loan.info[RETURNED]  # pinged once per idle spell
             error: BaseException = Unusable("the pre-ping was cut off")
             try:
-                alive = self._dialect.do_ping(proxied.dbapi_connection)
+                alive = self._dialect.do_ping(loan.dbapi_connection)
             except self._reset.errors as exc:
                 alive, error = False, exc
             except BaseException:  # interrupted (a signal): state unknown
-                proxied.invalidate()
+                self._discard(loan.end())
                 raise
             if alive:
-                return proxied
+                return loan
             logger.warning(
                 "Alias %r: the pre-ping of a connection idle %.1f s failed; "
                 "replacing every connection opened before it",
@@ -439,9 +496,11 @@ class DatabasePool:
                 started - returned,
                 extra=log_fields("connection_discarded", self.alias, reason="lost"),
             )
-            # Invalidates it (logged, counted) and gives its slot back.
-            self._pool._invalidate(proxied, error)
-            proxied = self._wait_for_connection(started)
+            # Discards it (logged, counted) and every older one.
+            record = loan.end()
+            self._pool.invalidate_older(record)
+            self._discard(record, error)
+            loan = self._wait_for_connection(started)
 
     def bounded_call(self, connection: Any, what: str) -> int | None:
         """Start timing one of the pool's own round trips (see watchdog)."""

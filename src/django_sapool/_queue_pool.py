@@ -52,6 +52,12 @@ class FastQueuePool(QueuePool):
                 return
         super()._do_return_conn(record)  # full: an overflow one is closed
 
+    def invalidate_older(self, record: ConnectionPoolEntry) -> None:
+        """Every connection opened before ``record``'s is replaced at checkout."""
+        entry: Any = record  # starttime is SQLAlchemy's, not in its interface
+        if self._invalidate_time < entry.starttime:
+            self._invalidate_time = time.time()
+
     def jitter_age(self, record: ConnectionPoolEntry, most: float) -> None:
         """Make a new connection look up to ``most`` seconds older.
 

@@ -2,9 +2,8 @@
 
 Django keeps calling ``connect()`` and ``close()`` as it always does; only the
 two ends change. ``get_new_connection()`` checks a connection out of this
-process's pool and gives Django the raw driver connection (never SQLAlchemy's
-proxy, whose attribute writes and ``.info`` do not reach the driver), keeping
-the proxy aside. ``_close()`` gives it back, or discards it when it is broken.
+process's pool and gives Django the raw driver connection, keeping the pool's
+Loan aside. ``_close()`` gives it back, or discards it when it is broken.
 Django's per-connection setup runs once per physical connection, not per
 checkout, so a pooled request costs no extra round trip.
 """
@@ -80,7 +79,7 @@ class PooledDatabaseWrapperMixin:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sapool_proxied: Any = None
+        self._sapool_loan: Any = None
         self._sapool_pool: DatabasePool | None = None
         # The pool chosen last, and for which inputs (the checkout fast path).
         self._sapool_choice: PoolChoice | None = None
@@ -109,9 +108,9 @@ class PooledDatabaseWrapperMixin:
     def sapool_statement_failed(self, error: BaseException) -> None:
         """A driver call failed (only called on errors): tell the pool, which
         retires its connections if the server went away or turned read-only."""
-        proxied, pool = self._sapool_proxied, self._sapool_pool
-        if proxied is not None and pool is not None:
-            pool.statement_failed(proxied, error)
+        loan, pool = self._sapool_loan, self._sapool_pool
+        if loan is not None and pool is not None:
+            pool.statement_failed(loan, error)
 
     # Connect ---------------------------------------------------------------
 
@@ -149,15 +148,15 @@ class PooledDatabaseWrapperMixin:
             # Django's short-lived maintenance connection (CREATE/DROP DATABASE).
             return self.sapool_open_connection(conn_params)
         pool = self._sapool_pool_for(conn_params)
-        proxied = pool.checkout(self, conn_params)
+        loan = pool.checkout(self, conn_params)
         if self._sapool_carried_from is not pool:  # its first checkout, say
             for name, value in pool.carried.items():
                 setattr(self, name, value)
             self._sapool_carried_from = pool
             self._sapool_watch()
-        self._sapool_proxied, self._sapool_pool = proxied, pool
-        self._sapool_skip_init = proxied.info[INITIALISED]
-        return proxied.dbapi_connection
+        self._sapool_loan, self._sapool_pool = loan, pool
+        self._sapool_skip_init = loan.info[INITIALISED]
+        return loan.dbapi_connection
 
     def _sapool_watch(self) -> None:
         # Once per wrapper (not per checkout: at its first, or after its
@@ -173,9 +172,9 @@ class PooledDatabaseWrapperMixin:
         Not for a wrapper shared with other threads (inc_thread_sharing()),
         which may still use it, nor in a forked child for the parent's loan.
         """
-        proxied, pool = self._sapool_proxied, self._sapool_pool
+        loan, pool = self._sapool_loan, self._sapool_pool
         if (
-            proxied is None
+            loan is None
             or pool is None
             or _fork.inherited(pool.pid)
             or self._thread_sharing_count  # read without Django's lock
@@ -186,10 +185,10 @@ class PooledDatabaseWrapperMixin:
         clean = not (self.errors_occurred or self._sapool_named_cursors)
         self._sapool_cursors = []
         self._sapool_named_cursors = False
-        self._sapool_proxied = self._sapool_pool = None
+        self._sapool_loan = self._sapool_pool = None
         self._sapool_skip_init = False
         self.connection = pool.stand_in
-        pool.reclaim(proxied, cursors, clean, thread)
+        pool.reclaim(loan, cursors, clean, thread)
 
     def sapool_open_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a physical connection with Django's own code (the pool's creator)."""
@@ -223,8 +222,8 @@ class PooledDatabaseWrapperMixin:
             self._sapool_skip_init = False
             return
         super().init_connection_state()  # type: ignore[misc]
-        if self._sapool_proxied is not None:
-            self._sapool_proxied.info[INITIALISED] = True
+        if self._sapool_loan is not None:
+            self._sapool_loan.info[INITIALISED] = True
 
     def create_cursor(self, name: str | None = None) -> Any:
         # Every query passes here. A fork made without Python's fork hooks
@@ -259,7 +258,7 @@ class PooledDatabaseWrapperMixin:
 
     def is_usable(self) -> bool:
         pool = self._sapool_pool
-        if pool is None or self._sapool_proxied is None:
+        if pool is None or self._sapool_loan is None:
             return super().is_usable()  # type: ignore[misc,no-any-return]
         if pool.driver.in_failed_transaction(self.connection):
             # What Django's SELECT 1 would find, without the round trip.
@@ -272,8 +271,8 @@ class PooledDatabaseWrapperMixin:
         connection, driver = self.connection, pool.driver
         if driver.is_broken(connection):
             return False
-        proxied = self._sapool_proxied
-        if proxied is not None and pool.is_stale(proxied):
+        loan = self._sapool_loan
+        if loan is not None and pool.is_stale(loan):
             # The server went away or turned read-only since it was opened
             # (see DatabasePool.statement_failed): not worth a round trip.
             return False
@@ -292,8 +291,8 @@ class PooledDatabaseWrapperMixin:
     # Close -----------------------------------------------------------------
 
     def _close(self) -> None:
-        proxied, pool = self._sapool_proxied, self._sapool_pool
-        if proxied is None or pool is None:
+        loan, pool = self._sapool_loan, self._sapool_pool
+        if loan is None or pool is None:
             return super()._close()  # type: ignore[misc,no-any-return]
         if _fork.inherited(pool.pid):
             self._sapool_forget_inherited()
@@ -304,7 +303,7 @@ class PooledDatabaseWrapperMixin:
         named = self._sapool_named_cursors
         self._sapool_cursors = []
         self._sapool_named_cursors = False
-        self._sapool_proxied = self._sapool_pool = None
+        self._sapool_loan = self._sapool_pool = None
         self._sapool_skip_init = False
         # close() inside atomic(): the block's work is abandoned, as when a
         # stock connection closes, whatever reset_on_return says.
@@ -322,9 +321,9 @@ class PooledDatabaseWrapperMixin:
             # connection is fine, so this check runs only if Django has not.
             discard = self.errors_occurred and not self._sapool_check(pool, connection)
         except BaseException:
-            pool.release(proxied, True)
+            pool.release(loan, True)
             raise
-        pool.release(proxied, discard, cursors, named, abandon)
+        pool.release(loan, discard, cursors, named, abandon)
         return None
 
     def _sapool_check(self, pool: DatabasePool, connection: Any) -> bool:
@@ -394,10 +393,10 @@ class PooledDatabaseWrapperMixin:
         assert pool is not None
         _fork.keep_forever(
             self.connection,
-            self._sapool_proxied,
+            self._sapool_loan,
             [ref() for ref in self._sapool_cursors],
         )
-        self._sapool_proxied = self._sapool_pool = None
+        self._sapool_loan = self._sapool_pool = None
         self._sapool_skip_init = False
         self._sapool_cursors = []
         self._sapool_named_cursors = False
@@ -450,7 +449,7 @@ _DJANGO_BACKENDS = ("django.db.backends.", "django.contrib.gis.db.backends.")
 def _forget_inherited_connections() -> None:
     """After fork, drop what this thread's wrappers hold from the parent."""
     for wrapper in connections.all(initialized_only=True):
-        if isinstance(wrapper, PooledDatabaseWrapperMixin) and wrapper._sapool_proxied:
+        if isinstance(wrapper, PooledDatabaseWrapperMixin) and wrapper._sapool_loan:
             wrapper._sapool_forget_inherited()
 
 

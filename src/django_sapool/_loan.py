@@ -3,7 +3,8 @@ raw driver connection, without SQLAlchemy's per-checkout proxy.
 
 The wrapper keeps the loan until it gives the connection back. A loan that is
 garbage-collected first (its borrower is gone) tells its pool through a weak
-reference, which frees the slot (see _abandoned).
+reference, which frees the slot (see _abandoned). Loans are listed in
+``_fork.lent`` while they last, so a fork can pin them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from . import _fork
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -23,6 +26,8 @@ class Loan:
 
     __slots__ = ("__weakref__", "dbapi_connection", "info", "pool", "record", "ref")
 
+    ref: LoanRef | None
+
     def __init__(
         self,
         pool: FastQueuePool,
@@ -34,12 +39,21 @@ class Loan:
         self.record = record
         self.dbapi_connection = connection
         self.info = record.info
-        self.ref = LoanRef(self, collected)
-        self.ref.record = record
+        ref = self.ref = LoanRef(self, collected)
+        ref.record = record
+        _fork.lent[id(self)] = ref
 
     def end(self) -> ConnectionPoolEntry:
-        """The loan is over (the slot goes back): collecting it does nothing now."""
-        self.ref.record = None
+        """The loan is over (the slot goes back): collecting it does nothing now.
+
+        Its weak reference is dropped too, so no callback runs when the loan
+        is freed.
+        """
+        ref = self.ref
+        if ref is not None:
+            ref.record = None
+            self.ref = None
+            _fork.lent.pop(id(self), None)
         return self.record
 
 

@@ -227,7 +227,6 @@ class DatabasePool:
         info[BORROWED] = (get_ident(), ended)
         if listeners:
             info[LENT_AT] = (listeners, ended)
-        _fork.lent[id(loan)] = loan.ref
         if self._leaks is not None:
             self._leaks.lent(loan)
         return loan
@@ -327,7 +326,6 @@ class DatabasePool:
         Only for connections lent by this process (the wrapper checks).
         """
         record = loan.end()
-        _fork.lent.pop(id(loan), None)
         info = loan.info
         if _listeners.registered:
             self._report_return(info)
@@ -381,7 +379,6 @@ class DatabasePool:
         and its slot is free at once.
         """
         record = loan.end()
-        _fork.lent.pop(id(loan), None)
         if self._leaks is not None:
             self._leaks.returned(loan)
         connection = loan.dbapi_connection

@@ -24,7 +24,7 @@ from django.db import Error, ProgrammingError, transaction
 from django.db.utils import load_backend
 
 import django_sapool
-from django_sapool import _registry, stats
+from django_sapool import _listeners, _registry, stats
 from django_sapool._reaper import reaper
 from django_sapool._watchdog import watchdog
 from tests.support.pool_alias import PoolAlias, PoolAliasFactory, registered
@@ -483,6 +483,41 @@ def test_each_connection_reads_its_own_transaction_state(
     assert observer.idle_in_transaction(sessions) == set()
     assert rows_named(observer, "own-handle") == 0, "rolled back on return"
     assert django_sapool.get_stats(alias.name)["returns_bad"] == 0
+
+
+@pytest.mark.direct_server(reason="waits for the discarded session to end")
+@pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
+def test_an_error_while_giving_a_connection_back_loses_no_pool_slot(
+    raised: type[BaseException], pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
+    """A listener's error (or a signal's) during the return discards the
+    connection, whose state is then unknown, and frees its slot."""
+
+    class Failing:
+        def checkout_ended(self, *args: object) -> None:
+            pass
+
+        def connected(self, *args: object) -> None:
+            pass
+
+        def returned(self, *args: object) -> None:
+            raise raised("a listener failed")
+
+    alias = pool_alias(pool_size=1, max_overflow=0, timeout=1)
+    listener = Failing()
+    _listeners.add_listener(listener)
+    try:
+        wrapper = alias.wrapper()
+        session = backend_id(wrapper)
+        with pytest.raises(raised):
+            wrapper.close()
+    finally:
+        _listeners.remove_listener(listener)
+    observer.wait_gone([session])
+    nxt = alias.wrapper()
+    assert backend_id(nxt) != session  # the one slot, with a new connection
+    nxt.close()
+    assert django_sapool.get_stats(alias.name)["pool_used"] == 0
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -27,6 +27,7 @@ from ._failover import Failover, Unusable
 from ._gate import ConnectGate, Unreachable
 from ._leaks import LeakWatch
 from ._loan import Loan, LoanRef
+from ._pings import Pings
 from ._queue_pool import FastQueuePool, wait_slice
 from ._reaper import reaper
 from ._record_keys import (
@@ -39,7 +40,6 @@ from ._record_keys import (
     RETURNED,
 )
 from ._reset import Cursors, Reset
-from ._watchdog import watchdog
 from .config import PoolConfig
 from .errors import PoolTimeout, ServerUnavailable
 from .stats import FOLD_AT, stats_for
@@ -119,6 +119,9 @@ class DatabasePool:
         self._unavailable_error = unavailable_error
         self.stats = stats_for(alias)
         self.stats.config = config
+        pings = self._pings = Pings(alias, config, pool)
+        #: Start timing one of the pool's own round trips (see watchdog).
+        self.bounded_call = pings.bounded_call
         self._reset = Reset(
             alias,
             config.reset_on_return,
@@ -135,15 +138,11 @@ class DatabasePool:
             None if isinstance(config.pre_ping, bool) else float(config.pre_ping)
         )
         self._gate = ConnectGate(alias, config.unreachable_wait, probe_limit)
-        #: The driver's SQLAlchemy dialect: its ping and disconnect detection.
-        self._dialect: Any = self._pool._dialect
-        if config.pre_ping and config.ping_timeout is not None:
-            self._bound_pings(self._dialect)
         self._leaks = (
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
         )
         self._prewarm_pending = config.prewarm > 1
-        #: pre_ping=True: SQLAlchemy's ping at every checkout (see _pre_ping).
+        #: pre_ping=True: a ping at every checkout (see Pings.at_checkout).
         self._ping_each = config.pre_ping is True
         reaper.start()
         logger.info(
@@ -245,29 +244,12 @@ class DatabasePool:
         try:
             connection = record.get_connection()
             if self._ping_each:
-                connection = self._pre_ping(record, connection)
+                connection = self._pings.at_checkout(record, connection)
         except BaseException as error:
             # Invalidated if it holds a connection, and the slot given back.
             record._checkin_failed(error, _fairy_was_created=False)
             raise
         return Loan(pool, record, connection, self._collected)
-
-    def _pre_ping(self, record: Any, connection: Any) -> Any:
-        """pre_ping=True: ping at checkout a connection not opened just now.
-
-        As SQLAlchemy's pre-ping does: a failed ping discards the connection
-        with every connection opened before it, and the slot connects again.
-        """
-        for _ in range(2):
-            fresh, record.fresh = record.fresh, False
-            if fresh or self._dialect._do_ping_w_event(connection):
-                return connection
-            error = sqlalchemy.exc.InvalidatePoolError()
-            record.invalidate(error)
-            self._pool.invalidate_older(record)
-            connection = record.get_connection()
-        record.invalidate()  # pragma: no cover - a fresh connection is not pinged
-        raise sqlalchemy.exc.InvalidRequestError("This connection is closed")
 
     def _collected(self, ref: LoanRef) -> None:
         """A loan collected before it was given back: its borrower is gone.
@@ -275,7 +257,7 @@ class DatabasePool:
         In the collector, in any thread: the slot goes back unreset, which
         frees it and leaves the connection to the reaper (see _abandoned).
         """
-        record = ref.record
+        record = getattr(ref, "record", None)  # unset if its loan never was
         if record is not None:
             ref.record = None
             self._pool._do_return_conn(record)
@@ -325,28 +307,34 @@ class DatabasePool:
         inside atomic()), so it is rolled back even with reset "commit".
         Only for connections lent by this process (the wrapper checks).
         """
-        record = loan.end()
-        info = loan.info
-        if _listeners.registered:
-            self._report_return(info)
-        if self._leaks is not None:
-            self._leaks.returned(loan)
-        if discard:
-            self.stats.add("returns_bad")
-            self._discard(record, Unusable("Django found it unusable after an error"))
-            return
+        # The loan ends where its slot goes back: an exception before that
+        # (a listener's, a signal's) discards the connection, never the slot.
+        record, info = loan.record, loan.info
         try:
-            reusable = not self.disposed and self._reset.ready(
-                loan.dbapi_connection, info, cursors, named_cursors, rollback_only
+            if _listeners.registered:
+                self._report_return(info)
+            if self._leaks is not None:
+                self._leaks.returned(loan)
+            reusable = (
+                not discard
+                and not self.disposed
+                and self._reset.ready(
+                    loan.dbapi_connection, info, cursors, named_cursors, rollback_only
+                )
             )
         except BaseException:
-            self._discard(record)  # interrupted mid-reset: its state is unknown
+            loan.end()
+            self._discard(record)  # interrupted: its state is unknown
             raise
+        loan.end()
         if reusable:
             info[RESET] = True
             if self._ping_idle is not None:
                 info[RETURNED] = time.monotonic()
             self._pool._do_return_conn(record)
+        elif discard:
+            self.stats.add("returns_bad")
+            self._discard(record, Unusable("Django found it unusable after an error"))
         else:
             if not self.disposed:
                 self.stats.add("returns_bad")
@@ -378,29 +366,31 @@ class DatabasePool:
         back to the pool as it is; any other is closed by the reaper thread,
         and its slot is free at once.
         """
-        record = loan.end()
-        if self._leaks is not None:
-            self._leaks.returned(loan)
-        connection = loan.dbapi_connection
-        driver = self.driver
-        reusable = (
-            clean
-            and not self.disposed
-            and self._reset.mode != "discard"
-            and connection is not None
-            and not driver.is_broken(connection)
-            and all(
-                (cursor := ref()) is None or driver.cursor_is_closed(cursor)
-                for ref in cursors
+        record, connection, driver = loan.record, loan.dbapi_connection, self.driver
+        reusable = False
+        try:
+            if self._leaks is not None:
+                self._leaks.returned(loan)
+            reusable = (
+                clean
+                and not self.disposed
+                and self._reset.mode != "discard"
+                and connection is not None
+                and not driver.is_broken(connection)
+                and all(
+                    (cursor := ref()) is None or driver.cursor_is_closed(cursor)
+                    for ref in cursors
+                )
+                and driver.in_transaction(connection) is False
             )
-            and driver.in_transaction(connection) is False
-        )
-        if reusable:
-            reaper.log_later(logging.INFO, ENDED_REUSED, self.alias, thread)
-        else:  # its slot is freed now; the reaper closes it
-            close_abandoned(record, self.alias, self.pid, ended=thread)
-        record.info[RESET] = True  # ready as it is, or holding no connection
-        self._pool._do_return_conn(record)
+        finally:  # whatever happened, the slot goes back
+            loan.end()
+            if reusable:
+                reaper.log_later(logging.INFO, ENDED_REUSED, self.alias, thread)
+            else:  # its slot is freed now; the reaper closes it
+                close_abandoned(record, self.alias, self.pid, ended=thread)
+            record.info[RESET] = True  # ready as it is, or holding no connection
+            self._pool._do_return_conn(record)
 
     def _abandoned(self, record: ConnectionPoolEntry) -> None:
         """A return release() did not reset: its borrower was collected."""
@@ -478,7 +468,7 @@ class DatabasePool:
             del loan.info[RETURNED]  # pinged once per idle spell
             error: BaseException = Unusable("the pre-ping was cut off")
             try:
-                alive = self._dialect.do_ping(loan.dbapi_connection)
+                alive = self._pings.dialect.do_ping(loan.dbapi_connection)
             except self._reset.errors as exc:
                 alive, error = False, exc
             except BaseException:  # interrupted (a signal): state unknown
@@ -498,27 +488,6 @@ class DatabasePool:
             self._pool.invalidate_older(record)
             self._discard(record, error)
             loan = self._wait_for_connection(started)
-
-    def bounded_call(self, connection: Any, what: str) -> int | None:
-        """Start timing one of the pool's own round trips (see watchdog)."""
-        limit = self.config.ping_timeout
-        if limit is None:
-            return None
-        return watchdog.start(connection, limit, self.alias, what)
-
-    def _bound_pings(self, dialect: Any) -> None:
-        """Time SQLAlchemy's pre-ping: it calls this pool's own dialect's do_ping."""
-        ping = dialect.do_ping
-
-        def bounded_ping(connection: Any) -> Any:
-            call = self.bounded_call(connection, "the pre-ping")
-            try:
-                alive = ping(connection)
-            finally:
-                cut = watchdog.finish(call)
-            return alive and not cut  # cut: the socket is shut down
-
-        dialect.do_ping = bounded_ping
 
     def _prewarm(self) -> None:
         """At the first checkout, open connections up to ``prewarm``.

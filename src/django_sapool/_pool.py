@@ -235,7 +235,8 @@ class DatabasePool:
 
         SQLAlchemy's own checkout wraps each in a proxy with a finaliser; we
         keep what it does to the slot (QueuePool's queue and overflow, the
-        record's recycle and reconnect) and lend a Loan, a third of the cost.
+        record's recycle and reconnect) and lend a lighter Loan instead
+        (docs/performance.md, stop 19).
         """
         pool = self._pool
         # get_connection() and _checkin_failed() are on SQLAlchemy's record,

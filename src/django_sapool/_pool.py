@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -354,7 +353,7 @@ class DatabasePool:
     def reclaim(
         self,
         loan: Loan,
-        cursors: list[weakref.ref[Any]],
+        cursors: Cursors,
         clean: bool,
         thread: str,
     ) -> None:
@@ -498,14 +497,15 @@ class DatabasePool:
         pool_size connections (other requests may have taken them meanwhile).
         """
         self._prewarm_pending = False
-        opened: list[object] = []
+        opened = 0
         try:
-            self._pool.prewarm(self.config.prewarm - 1, opened)
+            while opened + 1 < self.config.prewarm and self._pool.open_idle():
+                opened += 1
         except Exception as exc:  # a warm-up failure must not fail the request
             logger.warning(
                 "Alias %r: pre-warming stopped after %d extra connections (%s: %s)",
                 self.alias,
-                len(opened),
+                opened,
                 type(exc).__name__,
                 exc,
             )

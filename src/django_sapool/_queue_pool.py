@@ -74,25 +74,23 @@ class FastQueuePool(QueuePool):
             shift = min(shift, max(0.0, entry.starttime - invalidated_at - 0.001))
         entry.starttime -= shift
 
-    def prewarm(self, extra: int, opened: list[object]) -> None:
-        """Open up to ``extra`` idle connections, each appended to ``opened``.
+    def open_idle(self) -> bool:
+        """Open one connection straight into the queue, if a slot is free.
 
-        Only into free capacity: each new connection goes straight into the
-        queue as idle, and warming stops, never waits, once the pool holds
-        pool_size connections (other requests may have taken them meanwhile).
+        Only into free capacity (below pool_size): False, and nothing opened,
+        once the pool holds that many; it never waits.
         """
-        while len(opened) < extra and self.overflow() < 0:
-            if not self._inc_overflow():
-                break
-            try:
-                record = self._create_connection()
-            except BaseException:
-                self._dec_overflow()
-                raise
-            record.info[RESET] = True  # fresh: nothing to reset
-            record.info[RETURNED] = time.monotonic()
-            self._do_return_conn(record)
-            opened.append(record)
+        if self.overflow() >= 0 or not self._inc_overflow():
+            return False
+        try:
+            record = self._create_connection()
+        except BaseException:
+            self._dec_overflow()
+            raise
+        record.info[RESET] = True  # fresh: nothing to reset
+        record.info[RETURNED] = time.monotonic()
+        self._do_return_conn(record)
+        return True
 
 
 def wait_slice(timeout: float, unreachable_wait: float | None) -> float:

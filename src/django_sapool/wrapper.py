@@ -25,6 +25,7 @@ from django.utils.functional import cached_property
 from . import _connect_timeout, _exit, _fork, _registry, _threads
 from ._creation import PoolDisposingCreationMixin
 from ._drivers import Driver
+from ._loan import Loan
 from ._pool import DatabasePool
 from ._pool_choice import PoolChoice, describe, fingerprint
 from ._record_keys import INITIALISED
@@ -79,7 +80,7 @@ class PooledDatabaseWrapperMixin:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sapool_loan: Any = None
+        self._sapool_loan: Loan | None = None
         self._sapool_pool: DatabasePool | None = None
         # The pool chosen last, and for which inputs (the checkout fast path).
         self._sapool_choice: PoolChoice | None = None
@@ -107,7 +108,8 @@ class PooledDatabaseWrapperMixin:
 
     def sapool_statement_failed(self, error: BaseException) -> None:
         """A driver call failed (only called on errors): tell the pool, which
-        retires its connections if the server went away or turned read-only."""
+        makes its older connections stale if the server went away or turned
+        read-only."""
         loan, pool = self._sapool_loan, self._sapool_pool
         if loan is not None and pool is not None:
             pool.statement_failed(loan, error)

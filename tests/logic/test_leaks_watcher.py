@@ -17,7 +17,7 @@ import pytest
 
 from django_sapool import _leaks, _registry
 from django_sapool._leaks import LeakWatch
-from tests.support.forking import c_fork, in_child, live_threads, settle
+from tests.support.forking import c_fork, in_children, live_threads, settle
 from tests.support.waiting import run_threads, wait_until
 
 WATCHER_THREAD = "django_sapool leak watcher"
@@ -169,8 +169,7 @@ def test_one_leak_watcher_thread_in_a_c_forked_child_whose_threads_watch_at_once
             "made": len(made),
         }
 
-    for _ in range(20):
-        report = in_child(c_fork, child_work)
+    for report in in_children(c_fork, child_work, 20):
         # Never two watcher threads (threading's table after a fork from C may
         # miss the one that runs: see test_watchdog), and every watch joined it.
         assert report.pop("running") <= 1

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from django_sapool._watchdog import watchdog
-from tests.support.forking import c_fork, in_child, live_threads, settle
+from tests.support.forking import c_fork, in_children, live_threads, settle
 from tests.support.waiting import run_threads
 
 WATCHDOG_THREAD = "django_sapool watchdog"
@@ -115,8 +115,7 @@ def test_one_watchdog_thread_in_a_c_forked_child_whose_threads_start_calls_at_on
             "cut_in_time": cut_in_time,
         }
 
-    for _ in range(20):
-        report = in_child(c_fork, child_work)
+    for report in in_children(c_fork, child_work, 20):
         # Never two watchdog threads. (After a fork from C, threading's table
         # still holds the parent's threads; a new thread reusing a dead one's
         # identity may be missing from it: "cut_in_time" shows one runs.)

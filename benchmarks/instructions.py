@@ -7,11 +7,18 @@ does around a view that runs three small queries: ``request_started``, three
 configuration runs twice under callgrind in a fresh process, with 0 and with
 N requests after the same warm-up; the difference divided by N is the cost of
 one request, start-up and warm-up cancelled out.
+
+A second table counts a whole request of the HTTP benchmark's view (three ORM
+queries, the URL resolver, the JSON response) through Django's WSGI handler,
+in process: our cost as a share of a real request, which bounds the req/s
+ratio a perfectly quiet machine would show (gunicorn's and the kernel's work
+per request dilutes it further).
 """
 
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import re
@@ -19,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ WARM_UP = 50
 REQUESTS = 300
 
 
-def child(requests: int) -> None:
+def child(requests: int, whole: bool) -> None:
     """Run the warm-up and ``requests`` request cycles (under callgrind)."""
     import django
 
@@ -48,6 +56,8 @@ def child(requests: int) -> None:
                 cursor.fetchone()
         request_finished.send(sender=None)
 
+    if whole:
+        request = view_request()
     for _ in range(WARM_UP):
         request()
     # A cyclic collection falling inside one run and not the other would add
@@ -58,7 +68,40 @@ def child(requests: int) -> None:
         request()
 
 
-def count(settings: dict[str, Any], driver: str, kind: str, requests: int) -> int:
+def view_request() -> Callable[[], None]:
+    """One GET of the benchmark's view through Django's WSGI handler."""
+    import random
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+    random.seed(0)  # the view reads a random row: the same rows in every run
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/catalog/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+    }
+
+    def request() -> None:
+        response = handler({**environ, "wsgi.input": io.BytesIO()}, _ignore)
+        b"".join(response)
+        response.close()
+
+    return request
+
+
+def _ignore(status: str, headers: list[tuple[str, str]]) -> None:
+    pass
+
+
+def count(
+    settings: dict[str, Any], driver: str, kind: str, requests: int, whole: bool
+) -> int:
     """Instructions of one child process run under callgrind."""
     env = {
         **otel_env(kind),
@@ -74,8 +117,8 @@ def count(settings: dict[str, Any], driver: str, kind: str, requests: int) -> in
         subprocess.run(
             [
                 "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                sys.executable, "-m", "benchmarks.instructions", "--child",
-                str(requests),
+                sys.executable, "-m", "benchmarks.instructions",
+                "--whole" if whole else "--child", str(requests),
             ],
             env=env, cwd=ROOT, check=True, capture_output=True, text=True,
         )  # fmt: skip
@@ -85,9 +128,16 @@ def count(settings: dict[str, Any], driver: str, kind: str, requests: int) -> in
     return int(match.group(1))
 
 
-def per_request(settings: dict[str, Any], driver: str, kind: str) -> int:
-    started = count(settings, driver, kind, 0)
-    return round((count(settings, driver, kind, REQUESTS) - started) / REQUESTS)
+def per_request(
+    settings: dict[str, Any], driver: str, kind: str, whole: bool = False
+) -> int:
+    started = count(settings, driver, kind, 0, whole)
+    total = count(settings, driver, kind, REQUESTS, whole)
+    return round((total - started) / REQUESTS)
+
+
+#: Configurations whose whole request is counted too.
+WHOLE = ("persistent", "django pool", "sapool")
 
 
 def measure(driver: str, database: dict[str, Any]) -> dict[str, int]:
@@ -107,6 +157,9 @@ def measure(driver: str, database: dict[str, Any]) -> dict[str, int]:
         }
         print(f"instructions: {driver} {label} ...", flush=True)
         rows[label] = per_request(settings, driver, kind)
+        if label in WHOLE:
+            print(f"instructions: {driver} {label}, whole request ...", flush=True)
+            rows[f"{label} (view)"] = per_request(settings, driver, kind, whole=True)
     return rows
 
 
@@ -133,13 +186,39 @@ def table(results: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def view_table(results: dict[str, dict[str, int]]) -> str:
+    lines = [
+        "| driver | persistent | Django's pool | django-sapool "
+        "| ours over persistent | Django's pool over persistent "
+        "| persistent / ours |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for driver, rows in results.items():
+        base, ours = rows["persistent (view)"], rows["sapool (view)"]
+        django_pool = rows.get("django pool (view)")
+        cells = [
+            driver,
+            f"{base / 1e6:.3f}M",
+            "-" if django_pool is None else f"{django_pool / 1e6:.3f}M",
+            f"{ours / 1e6:.3f}M",
+            f"+{(ours - base) / 1000:.0f}K ({(ours - base) / base:.1%})",
+            "-"
+            if django_pool is None
+            else f"+{(django_pool - base) / 1000:.0f}K "
+            f"({(django_pool - base) / base:.1%})",
+            f"{base / ours:.3f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _extra(value: int | None, ours: int) -> str:
     return "-" if value is None else f"+{(value - ours) / 1000:.1f}K over ours"
 
 
 def main() -> None:
-    if "--child" in sys.argv:
-        child(int(sys.argv[-1]))
+    if "--child" in sys.argv or "--whole" in sys.argv:
+        child(int(sys.argv[-1]), whole="--whole" in sys.argv)
         return
     if not shutil.which("valgrind"):
         raise SystemExit(
@@ -165,6 +244,9 @@ def main() -> None:
         f"Client instructions per request (3 x SELECT 1 between request_started "
         f"and request_finished; {REQUESTS} requests minus 0, callgrind)\n\n"
         + table(results)
+        + "\nA whole request of the HTTP benchmark's view, in process through "
+        "Django's WSGI handler (its share bounds the req/s ratio)\n\n"
+        + view_table(results)
     )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

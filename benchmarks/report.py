@@ -59,7 +59,11 @@ def table(
 ) -> str:
     lines = [
         f"Benchmark of {meta['date']} on {meta['machine']}, Python {meta['python']}; "
-        f"median of {meta['rounds']} rounds of {meta['seconds']:g} s; gunicorn gthread "
+        f"each configuration driven in {meta['cycles']} bursts "
+        f"of {meta['seconds']:g} s, "
+        "interleaved with the others' (req/s: their mean and range; vs persistent "
+        "and vs reconnect: the median, over cycles, of a burst's req/s over that "
+        "cycle's burst of the other); gunicorn gthread "
         f"{meta['workers']} workers x {meta['threads']} threads, wrk {meta['clients']} "
         f"keep-alive connections; pinning: {meta.get('pinning', 'none')}.",
         "",
@@ -130,17 +134,11 @@ def chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
 def main() -> None:
     """Rebuild the table and the chart of a saved run: report.py RESULTS.json."""
     import json
-    import statistics
     import sys
 
     path = Path(sys.argv[1])
     saved = json.loads(path.read_text())
     rows = saved["rows"]
-    for row in rows:  # runs saved before the spread was recorded
-        runs = saved["raw"]["runs"][f"{row['group']}/{row['label']}"]
-        row.setdefault("rps_min", min(r["rps"] for r in runs))
-        row.setdefault("rps_max", max(r["rps"] for r in runs))
-        assert row["rps"] == statistics.median(r["rps"] for r in runs)
     text = table(rows, saved["raw"]["failed"], saved["meta"])
     path.with_suffix(".md").write_text(text)
     chart(rows, saved["meta"], path.with_suffix(".png"))

@@ -2,11 +2,14 @@
 
 A small Django view (three queries on a seeded table) is served by gunicorn
 (gthread, 2 workers x 2 threads) on loopback and driven by wrk with 4
-keep-alive connections. Every configuration runs once per round, in the same
-order, for several rounds (A B C ... A B C ...), so machine drift hits all of
-them alike; medians are reported. Before its first measured run each
-configuration also gets a counting pass: 1000 requests while the server counts
-the statements (and pings) and the logins it receives.
+keep-alive connections. All configurations of a driver are served at once,
+each by its own idle-until-driven gunicorn, and wrk drives them in turn with
+short bursts, cycle after cycle, the order rotating: on a shared machine the
+speed of the CPU itself drifts within seconds, so configurations are compared
+burst against neighbouring burst, never one run of minutes against another.
+A second, identical persistent app measures that comparison's own noise.
+Before the cycles, each configuration gets a counting pass: 1000 requests
+while the server counts the statements (and pings) and the logins it receives.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tests.support.private_server import free_port
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 COUNTING_REQUESTS = 1000
+SECOND_PERSISTENT = "persistent, second app"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def configurations() -> list[Config]:
         configs += [
             Config("reconnect", vendor, driver, stock, 0),
             Config("persistent", vendor, driver, stock, None),
+            # The same again: its ratio to the first is the measurement's noise.
+            Config(SECOND_PERSISTENT, vendor, driver, stock, None),
         ]
         if driver == "psycopg":
             configs.append(
@@ -262,7 +268,7 @@ def wrk(url: str, seconds: int, clients: int, cpus: str | None) -> dict[str, Any
 
 
 def run(
-    configs: list[Config], rounds: int, seconds: int, layout: Layout
+    configs: list[Config], cycles: int, seconds: int, layout: Layout
 ) -> dict[str, Any]:
     servers: dict[str, Any] = {}
     results: dict[str, Any] = {"runs": {}, "counts": {}, "failed": {}}
@@ -281,32 +287,74 @@ def run(
             if load_cpus and pid:
                 affinities[pid] = os.sched_getaffinity(pid)
                 set_affinity(pid, load_cpus)
-        for round_number in range(1, rounds + 1):
-            for config in configs:
-                key = f"{config.group}/{config.label}"
-                if key in results["failed"]:
-                    continue
-                server = servers[config.vendor]
-                first = key not in results["counts"]
-                print(f"round {round_number}/{rounds}: {key} ...", end=" ", flush=True)
-                try:
-                    measured, counts = measure(
-                        config, server, seconds, layout, split, count=first
-                    )
-                except Exception as exc:  # one broken contender must not end the run
-                    results["failed"][key] = str(exc).splitlines()[-1][:300]
-                    print(f"FAILED: {results['failed'][key]}")
-                    continue
-                if counts:
-                    results["counts"][key] = counts
-                results["runs"].setdefault(key, []).append(measured)
-                print(f"{measured['rps']:.0f} req/s, p99 {measured['p99_ms']:.1f} ms")
+        for group in dict.fromkeys(c.group for c in configs):
+            mine = [c for c in configs if c.group == group]
+            run_group(mine, servers[mine[0].vendor], cycles, seconds, layout, results)
     finally:
         for pid, cpus in affinities.items():
             set_affinity(pid, ",".join(map(str, sorted(cpus))), check=False)
         for server in servers.values():
             server.stop()
     return results
+
+
+def run_group(
+    configs: list[Config],
+    server: Any,
+    cycles: int,
+    seconds: int,
+    layout: Layout,
+    results: dict[str, Any],
+) -> None:
+    """Serve one driver's configurations at once and drive them in turn."""
+    split = cpu_split()
+    app_cpus, load_cpus = split if split else (None, None)
+    apps: dict[str, Gunicorn] = {}
+    failed = results["failed"]
+    try:
+        for config in configs:
+            key = f"{config.group}/{config.label}"
+            print(f"{key}: starting, warming up, counting ...", end=" ", flush=True)
+            try:
+                app = Gunicorn(config, server.database_settings(), layout, app_cpus)
+            except Exception as exc:  # one broken contender must not end the run
+                failed[key] = str(exc).splitlines()[-1][:300]
+                print(f"FAILED: {failed[key]}")
+                continue
+            apps[key] = app
+            try:
+                # Warm-up: every worker thread has connected.
+                check(wrk(app.url, 2, layout.clients, load_cpus), app)
+                results["counts"][key] = count(app, server, layout)
+            except Exception as exc:
+                failed[key] = str(exc).splitlines()[-1][:300]
+                print(f"FAILED: {failed[key]}")
+                continue
+            print("ok", flush=True)
+        keys = list(apps)
+        for cycle in range(cycles):
+            shift = cycle % len(keys)
+            print(f"cycle {cycle + 1}/{cycles}:", end="", flush=True)
+            for key in keys[shift:] + keys[:shift]:
+                if key in failed:
+                    continue
+                try:
+                    burst = check(
+                        wrk(apps[key].url, seconds, layout.clients, load_cpus),
+                        apps[key],
+                    )
+                except Exception as exc:
+                    failed[key] = str(exc).splitlines()[-1][:300]
+                    results["runs"].pop(key, None)
+                    continue
+                results["runs"].setdefault(key, []).append({**burst, "cycle": cycle})
+                print(f" {key.split('/', 1)[1]} {burst['rps']:.0f}", end="", flush=True)
+            print(flush=True)
+    finally:
+        for key, app in apps.items():
+            errors = app.stop()
+            if key in failed and errors:
+                failed[key] += f"; {errors.strip().splitlines()[-1][:200]}"
 
 
 def set_affinity(pid: int, cpus: str, *, check: bool = True) -> None:
@@ -316,86 +364,73 @@ def set_affinity(pid: int, cpus: str, *, check: bool = True) -> None:
     )
 
 
-def measure(
-    config: Config,
-    server: Any,
-    seconds: int,
-    layout: Layout,
-    split: tuple[str, str] | None = None,
-    *,
-    count: bool,
-) -> tuple[dict[str, Any], dict[str, float] | None]:
-    app_cpus, load_cpus = split if split else (None, None)
-    app = Gunicorn(config, server.database_settings(), layout, app_cpus)
-    counts = None
-    try:
-        # Warm-up: every worker thread has connected.
-        wrk(app.url, 2, layout.clients, load_cpus)
-        if count:
-            server.set_statement_logging(True)
-            try:
-                offset = server.log_offset()
-                failures = drive(app.port, COUNTING_REQUESTS, layout.threads)
-                seen = server.counts_since(offset)
-            finally:
-                server.set_statement_logging(False)
-            counts = {
-                "statements_per_request": seen.statements / COUNTING_REQUESTS,
-                "connections_per_1000": seen.connections * 1000 / COUNTING_REQUESTS,
-                "failures": failures,
-            }
-        measured = wrk(app.url, seconds, layout.clients, load_cpus)
-    finally:
-        errors = app.stop()
+def check(measured: dict[str, Any], app: Gunicorn) -> dict[str, Any]:
+    """A burst with failed requests fails its configuration."""
     if measured["errors"] or measured["socket_errors"]:
         failed, sockets = measured["errors"], measured["socket_errors"]
-        raise RuntimeError(f"{failed} failed requests ({sockets}); {errors[-300:]}")
-    return measured, counts
+        raise RuntimeError(f"{failed} failed requests ({sockets})")
+    return measured
+
+
+def count(app: Gunicorn, server: Any, layout: Layout) -> dict[str, float]:
+    """Statements and logins the server saw for COUNTING_REQUESTS requests."""
+    server.set_statement_logging(True)
+    try:
+        offset = server.log_offset()
+        failures = drive(app.port, COUNTING_REQUESTS, layout.threads)
+        seen = server.counts_since(offset)
+    finally:
+        server.set_statement_logging(False)
+    return {
+        "statements_per_request": seen.statements / COUNTING_REQUESTS,
+        "connections_per_1000": seen.connections * 1000 / COUNTING_REQUESTS,
+        "failures": failures,
+    }
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per configuration: mean req/s over its bursts, and its ratios to the
+    persistent and reconnecting apps as the median of burst-to-burst ratios
+    within each cycle (the bursts compared ran seconds apart)."""
+    runs: dict[str, list[dict[str, Any]]] = results["runs"]
     rows = []
-    for key, runs in results["runs"].items():
+    for key, bursts in runs.items():
         group, label = key.split("/", 1)
         rows.append(
             {
                 "group": group,
                 "label": label,
-                "rounds": len(runs),
-                "rps": statistics.median(r["rps"] for r in runs),
-                "rps_min": min(r["rps"] for r in runs),
-                "rps_max": max(r["rps"] for r in runs),
-                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                "bursts": len(bursts),
+                "rps": statistics.mean(b["rps"] for b in bursts),
+                "rps_min": min(b["rps"] for b in bursts),
+                "rps_max": max(b["rps"] for b in bursts),
+                "p50_ms": statistics.median(b["p50_ms"] for b in bursts),
+                "p99_ms": statistics.median(b["p99_ms"] for b in bursts),
                 **results["counts"].get(key, {}),
+                "vs_persistent": paired_ratio(bursts, runs.get(f"{group}/persistent")),
+                "vs_reconnect": paired_ratio(bursts, runs.get(f"{group}/reconnect")),
             }
         )
-    for row in rows:
-        ceiling = next(
-            (
-                r["rps"]
-                for r in rows
-                if r["group"] == row["group"] and r["label"] == "persistent"
-            ),
-            None,
-        )
-        reconnect = next(
-            (
-                r["rps"]
-                for r in rows
-                if r["group"] == row["group"] and r["label"] == "reconnect"
-            ),
-            None,
-        )
-        row["vs_persistent"] = row["rps"] / ceiling if ceiling else None
-        row["vs_reconnect"] = row["rps"] / reconnect if reconnect else None
     return rows
+
+
+def paired_ratio(
+    bursts: list[dict[str, Any]], baseline: list[dict[str, Any]] | None
+) -> float | None:
+    """Median over cycles of a burst's req/s over the baseline's in that cycle."""
+    if not baseline:
+        return None
+    base = {b["cycle"]: b["rps"] for b in baseline}
+    ratios = [b["rps"] / base[b["cycle"]] for b in bursts if base.get(b["cycle"])]
+    return statistics.median(ratios) if ratios else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument(
+        "--cycles", type=int, default=12, help="bursts per configuration"
+    )
+    parser.add_argument("--seconds", type=int, default=3, help="length of a burst")
     parser.add_argument(
         "--only", default="", help="comma-separated driver groups or labels"
     )
@@ -413,12 +448,12 @@ def main() -> None:
     ]
     started = time.strftime("%Y-%m-%d %H:%M")
     layout = Layout(args.workers, args.threads, args.clients)
-    results = run(configs, args.rounds, args.seconds, layout)
+    results = run(configs, args.cycles, args.seconds, layout)
     rows = summarize(results)
     split = cpu_split()
     meta = report.machine(
         started,
-        rounds=args.rounds,
+        cycles=args.cycles,
         seconds=args.seconds,
         **asdict(layout),
         pinning=f"app on CPUs {split[0]}, wrk and databases on {split[1]}"

@@ -35,7 +35,6 @@ from ._record_keys import (
     INVALIDATED,
     LENT_AT,
     OPENED,
-    RESET,
     RETURNED,
 )
 from ._reset import Cursors, Reset
@@ -328,10 +327,9 @@ class DatabasePool:
             raise
         loan.end()
         if reusable:
-            info[RESET] = True
             if self._ping_idle is not None:
                 info[RETURNED] = time.monotonic()
-            self._pool._do_return_conn(record)
+            self._pool.put_back(record)
         elif discard:
             self.stats.add("returns_bad")
             self._discard(record, Unusable("Django found it unusable after an error"))
@@ -389,8 +387,8 @@ class DatabasePool:
                 reaper.log_later(logging.INFO, ENDED_REUSED, self.alias, thread)
             else:  # its slot is freed now; the reaper closes it
                 close_abandoned(record, self.alias, self.pid, ended=thread)
-            record.info[RESET] = True  # ready as it is, or holding no connection
-            self._pool._do_return_conn(record)
+            # Ready as it is, or holding no connection.
+            self._pool.put_back(record)
 
     def _abandoned(self, record: ConnectionPoolEntry) -> None:
         """A return release() did not reset: its borrower was collected."""

@@ -146,10 +146,21 @@ class PooledDatabaseWrapperMixin:
 
     # Not @async_unsafe: only connect() calls it, and connect() is.
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        if self.alias == NO_DB_ALIAS:
+        choice = self._sapool_choice
+        if (
+            choice is not None
+            and conn_params is choice.conn_params  # from get_connection_params()
+            and not choice.pool.disposed
+            and not _fork.inherited(choice.pool.pid)
+        ):
+            # The usual checkout: _sapool_pool_for()'s first answer, inline.
+            # (No choice is ever made for Django's maintenance alias.)
+            pool = choice.pool
+        elif self.alias == NO_DB_ALIAS:
             # Django's short-lived maintenance connection (CREATE/DROP DATABASE).
             return self.sapool_open_connection(conn_params)
-        pool = self._sapool_pool_for(conn_params)
+        else:
+            pool = self._sapool_pool_for(conn_params)
         loan = pool.checkout(self, conn_params)
         if self._sapool_carried_from is not pool:  # its first checkout, say
             for name, value in pool.carried.items():
@@ -240,7 +251,7 @@ class PooledDatabaseWrapperMixin:
             return self.create_cursor(name)
         cursor = super().create_cursor(name)  # type: ignore[misc]
         cursors = self._sapool_cursors
-        cursors.append(weakref.ref(cursor))
+        cursors.append(_weak_ref(cursor))
         if name or len(cursors) > _PRUNE_CURSORS_AT:
             self._sapool_note_cursors(name)
         return cursor
@@ -431,6 +442,8 @@ class PoolErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
+#: weakref.ref, one lookup away (create_cursor() runs per query).
+_weak_ref = weakref.ref
 #: Cursors a loan keeps track of before dropping those already freed.
 _PRUNE_CURSORS_AT = 64
 

@@ -53,9 +53,8 @@ class FastQueuePool(QueuePool):
             idle = queue.queue
             if len(idle) < queue.maxsize:
                 idle.append(record)
-                waiting = queue.not_empty
-                if waiting._waiters:  # type: ignore[attr-defined]
-                    waiting.notify()
+                if queue.not_empty._waiters:  # type: ignore[attr-defined]
+                    queue.not_empty.notify()
                 return
         super()._do_return_conn(record)  # full: an overflow one is closed
 

@@ -148,18 +148,17 @@ class PooledDatabaseWrapperMixin:
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         choice = self._sapool_choice
         if (
-            choice is not None
-            and conn_params is choice.conn_params  # from get_connection_params()
-            and not choice.pool.disposed
-            and not _fork.inherited(choice.pool.pid)
+            choice is None
+            or conn_params is not choice.conn_params  # not get_connection_params()'s
+            or (pool := choice.pool).disposed
+            or _fork.inherited(pool.pid)
         ):
-            # The usual checkout: _sapool_pool_for()'s first answer, inline.
-            # (No choice is ever made for Django's maintenance alias.)
-            pool = choice.pool
-        elif self.alias == NO_DB_ALIAS:
-            # Django's short-lived maintenance connection (CREATE/DROP DATABASE).
-            return self.sapool_open_connection(conn_params)
-        else:
+            # Not the usual checkout (whose pool is _sapool_pool_for()'s first
+            # answer, found inline above).
+            if self.alias == NO_DB_ALIAS:
+                # Django's short-lived maintenance connection (CREATE/DROP
+                # DATABASE); no pool is ever chosen for it.
+                return self.sapool_open_connection(conn_params)
             pool = self._sapool_pool_for(conn_params)
         loan = pool.checkout(self, conn_params)
         if self._sapool_carried_from is not pool:  # its first checkout, say
@@ -318,9 +317,6 @@ class PooledDatabaseWrapperMixin:
         self._sapool_named_cursors = False
         self._sapool_loan = self._sapool_pool = None
         self._sapool_skip_init = False
-        # close() inside atomic(): the block's work is abandoned, as when a
-        # stock connection closes, whatever reset_on_return says.
-        abandon = self.in_atomic_block
         connection = self.connection
         # The connection belongs to the pool again: leave Django a closed
         # stand-in, as a stock _close() leaves a closed connection (close()
@@ -336,7 +332,9 @@ class PooledDatabaseWrapperMixin:
         except BaseException:
             pool.release(loan, True)
             raise
-        pool.release(loan, discard, cursors, named, abandon)
+        # close() inside atomic(): the block's work is abandoned, as when a
+        # stock connection closes, whatever reset_on_return says.
+        pool.release(loan, discard, cursors, named, self.in_atomic_block)
         return None
 
     def _sapool_check(self, pool: DatabasePool, connection: Any) -> bool:

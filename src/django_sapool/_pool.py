@@ -320,7 +320,7 @@ class DatabasePool:
         """
         # The loan ends where its slot goes back: an exception before that
         # (a listener's, a signal's) discards the connection, never the slot.
-        record, info = loan.record, loan.info
+        info = loan.info
         try:
             if _listeners.registered:
                 self._report_return(info)
@@ -334,10 +334,9 @@ class DatabasePool:
                 )
             )
         except BaseException:
-            loan.end()
-            self._discard(record)  # interrupted: its state is unknown
+            self._discard(loan.end())  # interrupted: its state is unknown
             raise
-        loan.end()
+        record = loan.end()
         if reusable:
             if self._ping_idle is not None:
                 info[RETURNED] = monotonic()

@@ -38,6 +38,8 @@ class Reset:
     ) -> None:
         self.alias = alias
         self.mode = mode
+        #: Every return takes a round trip (a full session reset).
+        self._discards = mode == "discard"
         self.driver = driver
         #: What a failed reset may raise and still be ours to handle; anything
         #: else (an exception from a signal handler) is the caller's.
@@ -60,7 +62,7 @@ class Reset:
         transaction (close() inside atomic()), so it is rolled back even with
         reset "commit".
         """
-        if named_cursors or self.mode == "discard":
+        if named_cursors or self._discards:
             return self._round_trip(
                 connection, info, cursors, named_cursors, rollback_only
             )

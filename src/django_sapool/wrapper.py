@@ -166,7 +166,8 @@ class PooledDatabaseWrapperMixin:
                 setattr(self, name, value)
             self._sapool_carried_from = pool
             self._sapool_watch()
-        self._sapool_loan, self._sapool_pool = loan, pool
+        self._sapool_loan = loan
+        self._sapool_pool = pool
         self._sapool_skip_init = loan.info[INITIALISED]
         return loan.dbapi_connection
 

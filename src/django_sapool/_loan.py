@@ -41,7 +41,7 @@ class Loan:
         self.info = record.info
         ref = self.ref = LoanRef(self, collected)
         ref.record = record
-        _fork.lent[id(self)] = ref
+        _lent[id(self)] = ref
 
     def end(self) -> ConnectionPoolEntry:
         """The loan is over (the slot goes back): collecting it does nothing now.
@@ -53,8 +53,13 @@ class Loan:
         if ref is not None:
             ref.record = None
             self.ref = None
-            _fork.lent.pop(id(self), None)
+            _lent.pop(id(self), None)
         return self.record
+
+
+#: _fork.lent (a dict _fork never rebinds), one lookup away: a store and a
+#: pop per loan.
+_lent = _fork.lent
 
 
 class LoanRef(weakref.ref[Loan]):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from threading import get_ident
+from time import monotonic
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sqlalchemy.exc
@@ -35,7 +35,6 @@ from ._record_keys import (
     INVALIDATED,
     LENT_AT,
     OPENED,
-    RESET,
     RETURNED,
 )
 from ._reset import Cursors, Reset
@@ -184,11 +183,22 @@ class DatabasePool:
         stats.waiting.append(None)
         if not self._idle:  # no idle connection when it began: it queues
             stats.add("requests_queued")
-        started = time.monotonic()
+        started = monotonic()
         self._connecting.borrower = (borrower, conn_params, started)
         try:
             try:
-                loan = self._lend()
+                # _lend(), inline: this runs per request, and a call costs.
+                pool = self._pool
+                record: Any = pool._do_get()
+                try:
+                    connection = record.get_connection()
+                    if self._ping_each:
+                        connection = self._pings.at_checkout(record, connection)
+                except BaseException as failed:
+                    # Invalidated if it holds a connection, and the slot given back.
+                    record._checkin_failed(failed, _fairy_was_created=False)
+                    raise
+                loan = Loan(pool, record, connection, self._collected)
             except sqlalchemy.exc.TimeoutError:
                 loan = self._wait_for_connection(started)
             limit = self._ping_idle
@@ -202,7 +212,7 @@ class DatabasePool:
         except sqlalchemy.exc.TimeoutError:
             failure = "requests_timeouts"
             message = exhausted_message(
-                self.alias, self.config, self._pool, time.monotonic() - started
+                self.alias, self.config, self._pool, monotonic() - started
             )
             error = self._timeout_error(message)
             logger.warning("%s", error, extra=log_fields("pool_exhausted", self.alias))
@@ -211,7 +221,7 @@ class DatabasePool:
             raise _from_the_creator(exc)  # noqa: B904 - the same exception
         finally:
             self._connecting.borrower = None
-            ended = time.monotonic()
+            ended = monotonic()
             stats.waiting.pop()
             waits = stats.waits
             waits.append(ended - started)
@@ -235,7 +245,8 @@ class DatabasePool:
         SQLAlchemy's own checkout wraps each in a proxy with a finaliser; we
         keep what it does to the slot (QueuePool's queue and overflow, the
         record's recycle and reconnect) and lend a lighter Loan instead
-        (docs/performance.md, stop 19).
+        (docs/performance.md, stop 19). checkout() does the same inline at
+        its first attempt.
         """
         pool = self._pool
         # get_connection() and _checkin_failed() are on SQLAlchemy's record,
@@ -281,9 +292,9 @@ class DatabasePool:
         deadline = started + self.config.timeout
         while True:
             if self._gate.failed_since(started):
-                message = self._gate.no_idle_message(time.monotonic() - started)
+                message = self._gate.no_idle_message(monotonic() - started)
                 raise self._unavailable_error(message)
-            if deadline - time.monotonic() < self._wait_slice / 2:
+            if deadline - monotonic() < self._wait_slice / 2:
                 raise sqlalchemy.exc.TimeoutError()  # checkout(): PoolTimeout
             try:
                 return self._lend()
@@ -309,7 +320,7 @@ class DatabasePool:
         """
         # The loan ends where its slot goes back: an exception before that
         # (a listener's, a signal's) discards the connection, never the slot.
-        record, info = loan.record, loan.info
+        info = loan.info
         try:
             if _listeners.registered:
                 self._report_return(info)
@@ -323,15 +334,13 @@ class DatabasePool:
                 )
             )
         except BaseException:
-            loan.end()
-            self._discard(record)  # interrupted: its state is unknown
+            self._discard(loan.end())  # interrupted: its state is unknown
             raise
-        loan.end()
+        record = loan.end()
         if reusable:
-            info[RESET] = True
             if self._ping_idle is not None:
-                info[RETURNED] = time.monotonic()
-            self._pool._do_return_conn(record)
+                info[RETURNED] = monotonic()
+            self._pool.put_back(record)
         elif discard:
             self.stats.add("returns_bad")
             self._discard(record, Unusable("Django found it unusable after an error"))
@@ -346,7 +355,7 @@ class DatabasePool:
         listeners = _listeners.registered
         if lent is None or lent[0] is not listeners:
             return  # lent before these listeners came: its loan is unknown
-        used = time.monotonic() - lent[1]
+        used = monotonic() - lent[1]
         for listener in listeners:
             listener.returned(self, used)
 
@@ -389,8 +398,8 @@ class DatabasePool:
                 reaper.log_later(logging.INFO, ENDED_REUSED, self.alias, thread)
             else:  # its slot is freed now; the reaper closes it
                 close_abandoned(record, self.alias, self.pid, ended=thread)
-            record.info[RESET] = True  # ready as it is, or holding no connection
-            self._pool._do_return_conn(record)
+            # Ready as it is, or holding no connection.
+            self._pool.put_back(record)
 
     def _abandoned(self, record: ConnectionPoolEntry) -> None:
         """A return release() did not reset: its borrower was collected."""
@@ -417,7 +426,7 @@ class DatabasePool:
 
         def connect() -> Any:
             nonlocal started
-            started = time.monotonic()
+            started = monotonic()
             return borrower.sapool_open_connection(conn_params)
 
         try:
@@ -429,7 +438,7 @@ class DatabasePool:
                 self.stats.add("connections_num")
                 self.stats.add("connections_errors")
             raise
-        took = time.monotonic() - started
+        took = monotonic() - started
         stats, slot = self.stats, record.record_info
         assert slot is not None
         stats.add("connections_num")

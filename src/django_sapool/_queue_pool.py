@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
-from ._record_keys import RESET, RETURNED
+from ._record_keys import RETURNED
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -24,8 +24,11 @@ class FastQueuePool(QueuePool):
     Its queue's ``get()`` and ``put()`` go through a Condition's Python-level
     methods every time; when a connection is at hand (or a slot free) the
     same is done here under the queue's own lock, and anything else (waiting,
-    overflow, a full queue) is left to QueuePool. A "checkin" event listener
-    would cost every return more than ``returned_unreset`` does.
+    overflow, a full queue) is left to QueuePool. A slot made ready for its
+    next borrower comes back through ``put_back()``; every other return
+    (SQLAlchemy's own, a discarded or collected loan's) through
+    ``_do_return_conn()``, which tells ``returned_unreset`` first. A "checkin"
+    event listener would cost every return more.
     """
 
     returned_unreset: Callable[[ConnectionPoolEntry], None]
@@ -39,16 +42,19 @@ class FastQueuePool(QueuePool):
         return super()._do_get()
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        if not record.info.pop(RESET, False):
-            self.returned_unreset(record)
+        self.returned_unreset(record)
+        self.put_back(record)
+
+    def put_back(self, record: ConnectionPoolEntry) -> None:
+        """Give back a slot whose connection is ready for its next borrower
+        (or that holds none)."""
         queue: sqla_queue.Queue[ConnectionPoolEntry] = self._pool  # type: ignore[assignment]
         with queue.mutex:
             idle = queue.queue
             if len(idle) < queue.maxsize:
                 idle.append(record)
-                waiting = queue.not_empty
-                if waiting._waiters:  # type: ignore[attr-defined]
-                    waiting.notify()
+                if queue.not_empty._waiters:  # type: ignore[attr-defined]
+                    queue.not_empty.notify()
                 return
         super()._do_return_conn(record)  # full: an overflow one is closed
 
@@ -87,9 +93,8 @@ class FastQueuePool(QueuePool):
         except BaseException:
             self._dec_overflow()
             raise
-        record.info[RESET] = True  # fresh: nothing to reset
         record.info[RETURNED] = time.monotonic()
-        self._do_return_conn(record)
+        self.put_back(record)  # fresh: nothing to reset
         return True
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 #: info: Django's per-connection setup has run on this physical connection
 #: (cleared by a "discard" reset, which undoes it).
 INITIALISED = "django_sapool.initialised"
-#: info: release() has reset the connection, so the return hook has nothing to do.
-RESET = "django_sapool.reset"
 #: info: when release() gave the connection back (time.monotonic()), kept only
 #: when pre_ping is a number of seconds: how long it has sat idle.
 RETURNED = "django_sapool.returned"

@@ -38,6 +38,8 @@ class Reset:
     ) -> None:
         self.alias = alias
         self.mode = mode
+        #: Every return takes a round trip (a full session reset).
+        self._discards = mode == "discard"
         self.driver = driver
         #: What a failed reset may raise and still be ours to handle; anything
         #: else (an exception from a signal handler) is the caller's.
@@ -60,24 +62,34 @@ class Reset:
         transaction (close() inside atomic()), so it is rolled back even with
         reset "commit".
         """
-        if named_cursors or self.mode == "discard":
+        if named_cursors or self._discards:
             return self._round_trip(
                 connection, info, cursors, named_cursors, rollback_only
             )
+        driver = self.driver
         try:
             for ref in cursors:
                 cursor = ref()
-                if cursor is not None and not self._close_cursor(cursor):
+                # Usually closed already (Django closes what it made): no call.
+                if (
+                    cursor is not None
+                    and not driver.cursor_is_closed(cursor)
+                    and not self._close_cursor(cursor)
+                ):
                     return False  # it could still run: better no connection
-            if self.driver.in_transaction(connection) is False:
+            if driver.in_transaction(connection) is False:
                 return True  # the usual case: nothing to send, nothing to time
         except self.errors as exc:
             return self._failed(exc)
         return self._round_trip(connection, info, (), named_cursors, rollback_only)
 
     def _close_cursor(self, cursor: Any) -> bool:
-        """Close a cursor a borrower left open; whether it is closed now."""
-        # Not contextlib.suppress: this runs per request, and it costs.
+        """Close a cursor a borrower left open; whether it is closed now.
+
+        Only for a cursor still open: closing a closed one again would only
+        redo the driver's work (psycopg 3 resets it once more).
+        """
+        # Not contextlib.suppress: a loan may leave many cursors open, and it costs.
         try:  # noqa: SIM105
             cursor.close()
         except self.errors:
@@ -103,7 +115,11 @@ class Reset:
                 call = bounded_call(connection, "a reset")
             for ref in cursors:
                 cursor = ref()
-                if cursor is not None and not self._close_cursor(cursor):
+                if (
+                    cursor is not None
+                    and not driver.cursor_is_closed(cursor)
+                    and not self._close_cursor(cursor)
+                ):
                     return False  # it could still run: better no connection
             in_transaction = driver.in_transaction(connection)
             if in_transaction is False and mode != "discard" and not named_cursors:

@@ -146,17 +146,28 @@ class PooledDatabaseWrapperMixin:
 
     # Not @async_unsafe: only connect() calls it, and connect() is.
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        if self.alias == NO_DB_ALIAS:
-            # Django's short-lived maintenance connection (CREATE/DROP DATABASE).
-            return self.sapool_open_connection(conn_params)
-        pool = self._sapool_pool_for(conn_params)
+        choice = self._sapool_choice
+        if (
+            choice is None
+            or conn_params is not choice.conn_params  # not get_connection_params()'s
+            or (pool := choice.pool).disposed
+            or _fork.inherited(pool.pid)
+        ):
+            # Not the usual checkout (whose pool is _sapool_pool_for()'s first
+            # answer, found inline above).
+            if self.alias == NO_DB_ALIAS:
+                # Django's short-lived maintenance connection (CREATE/DROP
+                # DATABASE); no pool is ever chosen for it.
+                return self.sapool_open_connection(conn_params)
+            pool = self._sapool_pool_for(conn_params)
         loan = pool.checkout(self, conn_params)
         if self._sapool_carried_from is not pool:  # its first checkout, say
             for name, value in pool.carried.items():
                 setattr(self, name, value)
             self._sapool_carried_from = pool
             self._sapool_watch()
-        self._sapool_loan, self._sapool_pool = loan, pool
+        self._sapool_loan = loan
+        self._sapool_pool = pool
         self._sapool_skip_init = loan.info[INITIALISED]
         return loan.dbapi_connection
 
@@ -240,7 +251,7 @@ class PooledDatabaseWrapperMixin:
             return self.create_cursor(name)
         cursor = super().create_cursor(name)  # type: ignore[misc]
         cursors = self._sapool_cursors
-        cursors.append(weakref.ref(cursor))
+        cursors.append(_weak_ref(cursor))
         if name or len(cursors) > _PRUNE_CURSORS_AT:
             self._sapool_note_cursors(name)
         return cursor
@@ -307,9 +318,6 @@ class PooledDatabaseWrapperMixin:
         self._sapool_named_cursors = False
         self._sapool_loan = self._sapool_pool = None
         self._sapool_skip_init = False
-        # close() inside atomic(): the block's work is abandoned, as when a
-        # stock connection closes, whatever reset_on_return says.
-        abandon = self.in_atomic_block
         connection = self.connection
         # The connection belongs to the pool again: leave Django a closed
         # stand-in, as a stock _close() leaves a closed connection (close()
@@ -325,7 +333,9 @@ class PooledDatabaseWrapperMixin:
         except BaseException:
             pool.release(loan, True)
             raise
-        pool.release(loan, discard, cursors, named, abandon)
+        # close() inside atomic(): the block's work is abandoned, as when a
+        # stock connection closes, whatever reset_on_return says.
+        pool.release(loan, discard, cursors, named, self.in_atomic_block)
         return None
 
     def _sapool_check(self, pool: DatabasePool, connection: Any) -> bool:
@@ -431,6 +441,8 @@ class PoolErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
+#: weakref.ref, one lookup away (create_cursor() runs per query).
+_weak_ref = weakref.ref
 #: Cursors a loan keeps track of before dropping those already freed.
 _PRUNE_CURSORS_AT = 64
 

@@ -187,18 +187,7 @@ class DatabasePool:
         self._connecting.borrower = (borrower, conn_params, started)
         try:
             try:
-                # _lend(), inline: this runs per request, and a call costs.
-                pool = self._pool
-                record: Any = pool._do_get()
-                try:
-                    connection = record.get_connection()
-                    if self._ping_each:
-                        connection = self._pings.at_checkout(record, connection)
-                except BaseException as failed:
-                    # Invalidated if it holds a connection, and the slot given back.
-                    record._checkin_failed(failed, _fairy_was_created=False)
-                    raise
-                loan = Loan(pool, record, connection, self._collected)
+                loan = self._lend()
             except sqlalchemy.exc.TimeoutError:
                 loan = self._wait_for_connection(started)
             limit = self._ping_idle
@@ -245,8 +234,7 @@ class DatabasePool:
         SQLAlchemy's own checkout wraps each in a proxy with a finaliser; we
         keep what it does to the slot (QueuePool's queue and overflow, the
         record's recycle and reconnect) and lend a lighter Loan instead
-        (docs/performance.md, stop 19). checkout() does the same inline at
-        its first attempt.
+        (docs/performance.md, stop 19).
         """
         pool = self._pool
         # get_connection() and _checkin_failed() are on SQLAlchemy's record,

@@ -66,35 +66,35 @@ class Reset:
             return self._round_trip(
                 connection, info, cursors, named_cursors, rollback_only
             )
-        driver = self.driver
         try:
-            for ref in cursors:
-                cursor = ref()
-                # Usually closed already (Django closes what it made): no call.
-                if (
-                    cursor is not None
-                    and not driver.cursor_is_closed(cursor)
-                    and not self._close_cursor(cursor)
-                ):
-                    return False  # it could still run: better no connection
-            if driver.in_transaction(connection) is False:
+            if not self._close_cursors(cursors):
+                return False  # one could still run: better no connection
+            if self.driver.in_transaction(connection) is False:
                 return True  # the usual case: nothing to send, nothing to time
         except self.errors as exc:
             return self._failed(exc)
         return self._round_trip(connection, info, (), named_cursors, rollback_only)
 
-    def _close_cursor(self, cursor: Any) -> bool:
-        """Close a cursor a borrower left open; whether it is closed now.
+    def _close_cursors(self, cursors: Cursors) -> bool:
+        """Close the loan's cursors still open; False if one could still run.
 
-        Only for a cursor still open: closing a closed one again would only
-        redo the driver's work (psycopg 3 resets it once more).
+        Django closes the cursors it makes, so most are closed already and
+        cost no call: closing one again would redo the driver's work
+        (psycopg 3 resets it once more).
         """
-        # Not contextlib.suppress: a loan may leave many cursors open, and it costs.
-        try:  # noqa: SIM105
-            cursor.close()
-        except self.errors:
-            pass  # checked next
-        return self.driver.cursor_is_closed(cursor)
+        is_closed = self.driver.cursor_is_closed
+        for ref in cursors:
+            cursor = ref()
+            if cursor is None or is_closed(cursor):
+                continue
+            # Not contextlib.suppress: a loan may leave many cursors open.
+            try:  # noqa: SIM105
+                cursor.close()
+            except self.errors:
+                pass  # checked next
+            if not is_closed(cursor):
+                return False
+        return True
 
     def _round_trip(
         self,
@@ -113,14 +113,8 @@ class Reset:
             if named_cursors and mode != "commit":
                 # Closing a server-side cursor is a round trip.
                 call = bounded_call(connection, "a reset")
-            for ref in cursors:
-                cursor = ref()
-                if (
-                    cursor is not None
-                    and not driver.cursor_is_closed(cursor)
-                    and not self._close_cursor(cursor)
-                ):
-                    return False  # it could still run: better no connection
+            if not self._close_cursors(cursors):
+                return False  # one could still run: better no connection
             in_transaction = driver.in_transaction(connection)
             if in_transaction is False and mode != "discard" and not named_cursors:
                 return True

@@ -153,8 +153,8 @@ class PooledDatabaseWrapperMixin:
             or (pool := choice.pool).disposed
             or _fork.inherited(pool.pid)
         ):
-            # Not the usual checkout (whose pool is _sapool_pool_for()'s first
-            # answer, found inline above).
+            # Not the usual checkout, whose pool is the one chosen last (found
+            # inline: it runs per request).
             if self.alias == NO_DB_ALIAS:
                 # Django's short-lived maintenance connection (CREATE/DROP
                 # DATABASE); no pool is ever chosen for it.
@@ -357,16 +357,13 @@ class PooledDatabaseWrapperMixin:
     # Pools and fork ----------------------------------------------------------
 
     def _sapool_pool_for(self, conn_params: dict[str, Any]) -> DatabasePool:
+        """The pool for parameters get_new_connection() did not recognise as
+        those of the pool chosen last (a backend that computes its own, say)."""
         choice = self._sapool_choice
         if (
             choice is not None
-            and (
-                conn_params is choice.conn_params  # from get_connection_params()
-                or (
-                    conn_params == choice.conn_params
-                    and self.settings_dict == choice.settings
-                )
-            )
+            and conn_params == choice.conn_params
+            and self.settings_dict == choice.settings
             and not choice.pool.disposed
             and not _fork.inherited(choice.pool.pid)
         ):

@@ -45,14 +45,14 @@ def in_children(
     """``work`` in ``runs`` children forked from C while helper threads live;
     their results, failing if more than one child hung.
 
-    A fork from C runs none of CPython's after-fork code: a parent thread
-    caught between waking from poll() and taking the interpreter lock leaves
-    a request to drop it in the child, whose only thread then drops the lock
-    and waits for a switch to a thread that does not exist there. That is the
-    interpreter's state, which no code of ours runs before (uWSGI's
-    py-call-uwsgi-fork-hooks avoids it). One such hang in a series is
-    tolerated and reported; two fail the test, as would any child of ours that
-    deadlocks each time.
+    A fork from C runs none of CPython's after-fork code, so the child keeps
+    the interpreter's lock state as the fork found it. The likely cause of the
+    rare hang seen here (not proven): a parent thread caught between waking
+    from poll() and taking the interpreter lock leaves a request to drop it,
+    and the child's only thread then waits for a switch to a thread that does
+    not exist there (uWSGI's py-call-uwsgi-fork-hooks repairs that state).
+    One such hang in a series is tolerated and reported; two fail the test,
+    as would any child of ours that deadlocks each time.
     """
     results, hung = [], 0
     for _ in range(runs):

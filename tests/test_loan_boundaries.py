@@ -109,6 +109,45 @@ def test_a_cursor_kept_by_another_thread_fails_after_close(
     assert rows_named(observer, "by-a") == 0
 
 
+def set_driver_autocommit(raw: Any, on: bool) -> None:
+    """Behind Django's back, as code holding the raw connection might."""
+    if hasattr(raw, "get_autocommit"):  # mysqlclient
+        raw.autocommit(on)
+    else:  # psycopg 2 and 3
+        raw.autocommit = on
+
+
+def driver_autocommit(raw: Any) -> bool:
+    value = raw.get_autocommit() if hasattr(raw, "get_autocommit") else raw.autocommit
+    return bool(value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("how", ["django", "driver"])
+def test_autocommit_turned_off_by_a_borrower_is_on_for_the_next(
+    engine: str, how: str, pool_alias: PoolAliasFactory, observer: Observer
+) -> None:
+    # connect() skips Django's set_autocommit(True) when the driver has it on
+    # already: a connection given back with it off must still get it back on.
+    alias = pool_alias(pool_size=1, max_overflow=0)
+    first = make_wrapper(engine, alias)
+    first.ensure_connection()
+    if how == "django":
+        first.set_autocommit(False)
+    else:
+        set_driver_autocommit(first.connection, False)
+    first.close()  # no statement ran: no transaction to reset
+
+    second = make_wrapper(engine, alias)
+    with second.cursor() as cursor:
+        cursor.execute("INSERT INTO testapp_item (name) VALUES ('autocommitted')")
+    assert second.get_autocommit() is True
+    assert driver_autocommit(second.connection) is True
+    second.close()
+    # Committed by the server, not left in an open transaction.
+    assert rows_named(observer, "autocommitted") == 1
+
+
 @pytest.mark.direct_server(
     reason=(
         "a WITH HOLD cursor is the server session's; PgBouncer's own reset "

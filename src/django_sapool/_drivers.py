@@ -199,8 +199,10 @@ class Psycopg2Driver(PostgreSQLDriver):
         return bool(connection.readonly)
 
 
-#: mysqlclient connections on which a statement failed since their last reset.
-_failed: weakref.WeakSet[Any] = weakref.WeakSet()
+#: mysqlclient connections on which a statement failed since their last reset,
+#: by id, each a weak reference that removes itself. Not a WeakSet: every
+#: return asks, and an empty dict answers without a call.
+_failed: dict[int, weakref.ref[Any]] = {}
 
 
 def mysql_statement_failed(connection: Any) -> None:
@@ -209,7 +211,23 @@ def mysql_statement_failed(connection: Any) -> None:
     The driver's own error code cannot tell: closing the cursor clears it.
     """
     if connection is not None:
-        _failed.add(connection)
+        key = id(connection)
+
+        def forget(_: weakref.ref[Any]) -> None:  # the connection is freed
+            _failed.pop(key, None)
+
+        _failed[key] = weakref.ref(connection, forget)
+
+
+def _failed_on(connection: Any) -> bool:
+    ref = _failed.get(id(connection))
+    return ref is not None and ref() is connection
+
+
+def _forget_failure(connection: Any) -> None:
+    ref = _failed.get(id(connection))
+    if ref is not None and ref() is connection:
+        del _failed[id(connection)]
 
 
 class MySQLDriver:
@@ -237,7 +255,7 @@ class MySQLDriver:
         if (
             not connection.get_autocommit()
             or connection.errno()
-            or connection in _failed
+            or (_failed and _failed_on(connection))
         ):
             return None
         return _libmysql.in_transaction(connection)
@@ -249,7 +267,10 @@ class MySQLDriver:
         return bool(connection.get_autocommit())
 
     def cursor_is_closed(self, cursor: Any) -> bool:
-        return cursor.connection is None  # MySQLdb's close() drops it
+        # Django's MySQL backend wraps the driver's cursor, and would answer
+        # for it only after raising AttributeError inside: ask the driver's.
+        driver_cursor = getattr(cursor, "cursor", cursor)
+        return driver_cursor.connection is None  # MySQLdb's close() drops it
 
     def close_named_cursors(self, connection: Any) -> None:
         pass  # Django makes no named cursors on MySQL
@@ -269,14 +290,14 @@ class MySQLDriver:
             connection.commit()
         else:
             connection.rollback()
-        _failed.discard(connection)
+        _forget_failure(connection)
 
     def discard(self, connection: Any) -> None:
         # Django sets its own autocommit at every checkout; keeping the
         # borrower's (usually Django's) spares that a round trip.
         autocommit = connection.get_autocommit()
         _libmysql.reset_connection(connection)
-        _failed.discard(connection)
+        _forget_failure(connection)
         # Then what the driver did at connect, in its order, in one statement
         # where it can. Its reply also refreshes the status flags (the
         # library does not read the reset's) and, through the server's

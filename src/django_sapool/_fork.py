@@ -12,7 +12,9 @@ Fork is noticed by ``os.register_at_fork`` and, for forks made from C
 several threads arrive at once: the first makes the move, once, and the
 others wait for it to finish. Objects that live in one process record
 ``os.getpid()`` when made and ask ``inherited(pid)``: this module is the only
-place a pid is compared. It imports nothing from the package.
+place a pid is compared, but for the wrapper's checkout, return and cursor,
+which run per request and compare ``pool.pid != getpid()`` inline. It
+imports nothing from the package.
 """
 
 from __future__ import annotations

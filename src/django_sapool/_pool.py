@@ -140,6 +140,8 @@ class DatabasePool:
             LeakWatch(alias, config.leak_timeout) if config.leak_timeout else None
         )
         self._prewarm_pending = config.prewarm > 1
+        #: Given to every loan: the bound method made once, not per checkout.
+        self._on_collected = self._collected
         #: pre_ping=True: a ping at every checkout (see Pings.at_checkout).
         self._ping_each = config.pre_ping is True
         reaper.start()
@@ -180,7 +182,8 @@ class DatabasePool:
         """Lend a connection; a new one is opened by ``borrower`` if needed."""
         stats = self.stats
         failure: str | None = "requests_errors"
-        stats.waiting.append(None)
+        waiting = stats.waiting
+        waiting.append(None)
         if not self._idle:  # no idle connection when it began: it queues
             stats.add("requests_queued")
         started = monotonic()
@@ -211,15 +214,15 @@ class DatabasePool:
         finally:
             self._connecting.borrower = None
             ended = monotonic()
-            stats.waiting.pop()
+            waiting.pop()
             waits = stats.waits
-            waits.append(ended - started)
+            waits.append(took := ended - started)
             if failure is not None or len(waits) >= FOLD_AT:
                 stats.checkout_ended(failure)
             listeners = _listeners.registered
             if listeners:
                 for listener in listeners:
-                    listener.checkout_ended(self, ended - started, failure)
+                    listener.checkout_ended(self, took, failure)
         info = loan.info
         info[BORROWED] = (get_ident(), ended)
         if listeners:
@@ -248,7 +251,7 @@ class DatabasePool:
             # Invalidated if it holds a connection, and the slot given back.
             record._checkin_failed(error, _fairy_was_created=False)
             raise
-        return Loan(pool, record, connection, self._collected)
+        return Loan(pool, record, connection, self._on_collected)
 
     def _collected(self, ref: LoanRef) -> None:
         """A loan collected before it was given back: its borrower is gone.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from os import getpid
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -62,6 +63,8 @@ class PooledDatabaseWrapperMixin:
     connection: Any
     Database: Any
     in_atomic_block: bool
+    autocommit: bool
+    run_commit_hooks_on_set_autocommit_on: bool
     _thread_ident: int
     _thread_sharing_count: int
     closed_in_transaction: bool
@@ -151,7 +154,7 @@ class PooledDatabaseWrapperMixin:
             choice is None
             or conn_params is not choice.conn_params  # not get_connection_params()'s
             or (pool := choice.pool).disposed
-            or _fork.inherited(pool.pid)
+            or pool.pid != getpid()  # _fork.inherited(), inline
         ):
             # Not the usual checkout, whose pool is the one chosen last (found
             # inline: it runs per request).
@@ -216,16 +219,28 @@ class PooledDatabaseWrapperMixin:
             return conn_params
         return {**conn_params, "connect_timeout": timeout}
 
-    def _set_autocommit(self, autocommit: bool) -> None:
-        # connect() sets autocommit after every checkout; a pooled connection
-        # usually has it already, and setting it costs the driver a few calls.
+    def set_autocommit(
+        self,
+        autocommit: bool,
+        force_begin_transaction_with_broken_autocommit: bool = False,
+    ) -> None:
+        # connect() turns autocommit on after every checkout. A pooled
+        # connection usually has it on already, and connect() has just reset
+        # what Django's set_autocommit() checks (no atomic block, health
+        # checked, connected): there it would only make four calls to set
+        # what is set. Commit hooks still pending go through Django's code.
         if (
-            self._sapool_skip_init
-            and self._sapool_pool is not None
-            and self._sapool_pool.driver.autocommit(self.connection) == autocommit
+            autocommit
+            and self._sapool_skip_init
+            and not self.run_commit_hooks_on_set_autocommit_on
+            and (pool := self._sapool_pool) is not None
+            and pool.driver.autocommit(self.connection)
         ):
+            self.autocommit = True
             return
-        super()._set_autocommit(autocommit)  # type: ignore[misc]
+        super().set_autocommit(  # type: ignore[misc]
+            autocommit, force_begin_transaction_with_broken_autocommit
+        )
 
     def init_connection_state(self) -> None:
         if self._sapool_skip_init:
@@ -245,7 +260,7 @@ class PooledDatabaseWrapperMixin:
         pool = self._sapool_pool
         if pool is None:
             return super().create_cursor(name)  # type: ignore[misc]
-        if _fork.inherited(pool.pid):
+        if pool.pid != getpid():  # _fork.inherited(), inline: per query
             self._sapool_forget_inherited()
             self.ensure_connection()  # type: ignore[attr-defined]
             return self.create_cursor(name)
@@ -307,7 +322,7 @@ class PooledDatabaseWrapperMixin:
         loan, pool = self._sapool_loan, self._sapool_pool
         if loan is None or pool is None:
             return super()._close()  # type: ignore[misc,no-any-return]
-        if _fork.inherited(pool.pid):
+        if pool.pid != getpid():  # _fork.inherited(), inline
             self._sapool_forget_inherited()
             return None
         # The loan ends here, whatever happens below: an exception raised by a

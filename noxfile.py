@@ -286,7 +286,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark pooled and unpooled configurations side by side (about 40 min)."""
+    """Benchmark pooled and unpooled configurations side by side (about 30 min)."""
     _system_packages(session, recipes=False)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",

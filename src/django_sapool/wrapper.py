@@ -229,6 +229,8 @@ class PooledDatabaseWrapperMixin:
         # what Django's set_autocommit() checks (no atomic block, health
         # checked, connected): there it would only make four calls to set
         # what is set. Commit hooks still pending go through Django's code.
+        # A subclass's _set_autocommit() is not called either, as it is not
+        # per request on a persistent connection.
         if (
             autocommit
             and self._sapool_skip_init

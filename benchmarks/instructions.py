@@ -73,8 +73,8 @@ def child(requests: int, whole: bool) -> None:
         request = view_request()
     for _ in range(WARM_UP):
         request()
-    # A cyclic collection falling inside one run and not the other would add
-    # its cost to the difference: none runs while counting.
+    # A cyclic collection falling among the counted requests in one
+    # configuration and not in another would add its cost: none runs then.
     gc.collect()
     gc.disable()
 
@@ -168,7 +168,7 @@ def per_request(
             raise SystemExit(f"callgrind counted nothing inside {COUNTED}()")
         return round(total / REQUESTS)
 
-    # One child per CPU at a time: callgrind's counts do not depend on load.
+    # One child per CPU at a time: the load does not change what is counted.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return round(statistics.median(pool.map(one, LAYOUTS)))
 

@@ -289,7 +289,8 @@ def run(
                 set_affinity(pid, load_cpus)
         for group in dict.fromkeys(c.group for c in configs):
             mine = [c for c in configs if c.group == group]
-            run_group(mine, servers[mine[0].vendor], cycles, seconds, layout, results)
+            server = servers[mine[0].vendor]
+            run_group(mine, server, cycles, seconds, layout, split, results)
     finally:
         for pid, cpus in affinities.items():
             set_affinity(pid, ",".join(map(str, sorted(cpus))), check=False)
@@ -304,10 +305,10 @@ def run_group(
     cycles: int,
     seconds: int,
     layout: Layout,
+    split: tuple[str, str] | None,
     results: dict[str, Any],
 ) -> None:
     """Serve one driver's configurations at once and drive them in turn."""
-    split = cpu_split()
     app_cpus, load_cpus = split if split else (None, None)
     apps: dict[str, Gunicorn] = {}
     failed = results["failed"]
@@ -318,8 +319,7 @@ def run_group(
             try:
                 app = Gunicorn(config, server.database_settings(), layout, app_cpus)
             except Exception as exc:  # one broken contender must not end the run
-                failed[key] = str(exc).splitlines()[-1][:300]
-                print(f"FAILED: {failed[key]}")
+                print(f"FAILED: {fail(failed, key, exc)}")
                 continue
             apps[key] = app
             try:
@@ -327,8 +327,7 @@ def run_group(
                 check(wrk(app.url, 2, layout.clients, load_cpus), app)
                 results["counts"][key] = count(app, server, layout)
             except Exception as exc:
-                failed[key] = str(exc).splitlines()[-1][:300]
-                print(f"FAILED: {failed[key]}")
+                print(f"FAILED: {fail(failed, key, exc)}")
                 continue
             print("ok", flush=True)
         keys = list(apps)
@@ -344,7 +343,7 @@ def run_group(
                         apps[key],
                     )
                 except Exception as exc:
-                    failed[key] = str(exc).splitlines()[-1][:300]
+                    fail(failed, key, exc)
                     results["runs"].pop(key, None)
                     continue
                 results["runs"].setdefault(key, []).append({**burst, "cycle": cycle})
@@ -355,6 +354,12 @@ def run_group(
             errors = app.stop()
             if key in failed and errors:
                 failed[key] += f"; {errors.strip().splitlines()[-1][:200]}"
+
+
+def fail(failed: dict[str, str], key: str, error: Exception) -> str:
+    """Record why a configuration failed (the error's last line)."""
+    failed[key] = str(error).splitlines()[-1][:300]
+    return failed[key]
 
 
 def set_affinity(pid: int, cpus: str, *, check: bool = True) -> None:

@@ -225,8 +225,7 @@ def _failed_on(connection: Any) -> bool:
 
 
 def _forget_failure(connection: Any) -> None:
-    ref = _failed.get(id(connection))
-    if ref is not None and ref() is connection:
+    if _failed_on(connection):
         del _failed[id(connection)]
 
 

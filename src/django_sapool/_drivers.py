@@ -8,8 +8,9 @@ the statements they send are the only ones a checkin ever costs.
 
 from __future__ import annotations
 
+import operator
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from . import _libmysql
@@ -106,11 +107,10 @@ class PostgreSQLDriver:
     def in_failed_transaction(self, connection: Any) -> bool:
         return self.transaction_status(connection) == _PG_INERROR
 
-    def autocommit(self, connection: Any) -> bool:
-        return bool(connection.autocommit)
-
-    def cursor_is_closed(self, cursor: Any) -> bool:
-        return bool(cursor.closed)
+    # Both drivers answer with a bool. Read through attrgetter, a C call:
+    # each runs once or more per request, and a method of ours is a frame.
+    autocommit: Callable[[Any], bool] = operator.attrgetter("autocommit")
+    cursor_is_closed: Callable[[Any], bool] = operator.attrgetter("closed")
 
     def close_named_cursors(self, connection: Any) -> None:
         with connection.cursor() as cursor:
@@ -262,8 +262,9 @@ class MySQLDriver:
     def in_failed_transaction(self, connection: Any) -> bool:
         return False  # MySQL keeps a transaction usable after an error
 
-    def autocommit(self, connection: Any) -> bool:
-        return bool(connection.get_autocommit())
+    #: mysqlclient's get_autocommit() answers with a bool; a C call (as for
+    #: PostgreSQL), as it runs per request.
+    autocommit: Callable[[Any], bool] = operator.methodcaller("get_autocommit")
 
     def cursor_is_closed(self, cursor: Any) -> bool:
         # Django's MySQL backend wraps the driver's cursor, and would answer

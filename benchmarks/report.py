@@ -54,6 +54,11 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
+def _head_to_head(value: float | None) -> str:
+    # Three decimals: this comparison's own noise is well below 1%.
+    return f"{value:.3f}x" if value is not None else "-"
+
+
 def table(
     rows: list[dict[str, Any]], failed: dict[str, str], meta: dict[str, Any]
 ) -> str:
@@ -63,13 +68,16 @@ def table(
         f"of {meta['seconds']:g} s, "
         "interleaved with the others' (req/s: their mean and range; vs persistent "
         "and vs reconnect: the median, over cycles, of a burst's req/s over that "
-        "cycle's burst of the other); gunicorn gthread "
+        "cycle's burst of the other; head to head: the median, over "
+        f"{meta.get('pairs', 0)} bursts, of its req/s over the persistent app's "
+        "driven at the same time on the same CPUs); gunicorn gthread "
         f"{meta['workers']} workers x {meta['threads']} threads, wrk {meta['clients']} "
         f"keep-alive connections; pinning: {meta.get('pinning', 'none')}.",
         "",
-        "| driver | configuration | req/s | (min-max) | vs persistent | vs reconnect "
+        "| driver | configuration | req/s | (min-max) | vs persistent "
+        "| head to head | vs reconnect "
         "| p50 ms | p99 ms | statements/req | connections/1000 req |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         statements = row.get("statements_per_request")
@@ -77,14 +85,16 @@ def table(
         lines.append(
             f"| {row['group']} | {row['label']} | {row['rps']:.0f} "
             f"| {row['rps_min']:.0f}-{row['rps_max']:.0f} "
-            f"| {_ratio(row['vs_persistent'])} | {_ratio(row['vs_reconnect'])} "
+            f"| {_ratio(row['vs_persistent'])} "
+            f"| {_head_to_head(row.get('head_to_head'))} "
+            f"| {_ratio(row['vs_reconnect'])} "
             f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
             f"| {'-' if statements is None else f'{statements:.2f}'} "
             f"| {'-' if connections is None else f'{connections:.0f}'} |"
         )
     for key, reason in failed.items():
         group, label = key.split("/", 1)
-        lines.append(f"| {group} | {label} | did not run: {reason} ||||||||")
+        lines.append(f"| {group} | {label} | did not run: {reason} |||||||||")
     versions = ", ".join(f"{k} {v}" for k, v in meta["packages"].items() if v != "-")
     lines += ["", f"Versions: {versions}."]
     return "\n".join(lines) + "\n"

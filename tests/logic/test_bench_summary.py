@@ -56,3 +56,19 @@ def test_summary_rows() -> None:
     assert ours["vs_reconnect"] == pytest.approx(9.9)
     assert ours["statements_per_request"] == 3.0
     assert rows["persistent"]["vs_persistent"] == 1.0
+
+
+def test_head_to_head_is_the_median_of_its_simultaneous_bursts() -> None:
+    results = {
+        "runs": {
+            "psycopg/persistent": bursts(1000),
+            "psycopg/sapool": bursts(980),
+        },
+        "counts": {},
+        "failed": {},
+        # One pair where the scheduler starved the persistent app.
+        "pairs": {"psycopg/sapool": [0.985, 1.54, 0.992]},
+    }
+    rows = {row["label"]: row for row in summarize(results)}
+    assert rows["sapool"]["head_to_head"] == pytest.approx(0.992)
+    assert rows["persistent"]["head_to_head"] is None

@@ -286,7 +286,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark pooled and unpooled configurations side by side (about 30 min)."""
+    """Benchmark pooled and unpooled configurations side by side (about 35 min)."""
     _system_packages(session, recipes=False)
     session.install(
         ".[psycopg,psycopg2,mysqlclient]",
@@ -299,4 +299,5 @@ def bench(session: nox.Session) -> None:
             session.run("apt-get", "install", "-y", "-qq", tool, external=True)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
     session.run("python", "-m", "benchmarks.micro")
+    session.run("python", "-m", "benchmarks.cpu")
     session.run("python", "-m", "benchmarks.instructions")

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.cpu import summarize as cpu_summary
 from benchmarks.run import paired_ratio, summarize
 
 
@@ -72,3 +73,10 @@ def test_head_to_head_is_the_median_of_its_simultaneous_bursts() -> None:
     rows = {row["label"]: row for row in summarize(results)}
     assert rows["sapool"]["head_to_head"] == pytest.approx(0.992)
     assert rows["persistent"]["head_to_head"] is None
+
+
+def test_cpu_ratios_pair_blocks_of_the_same_round() -> None:
+    # The machine slowed down in the second round; ours cost 5% more in each.
+    rows = cpu_summary(["persistent", "sapool"], [[800.0, 1600.0], [840.0, 1680.0]])
+    assert [row["ratio"] for row in rows] == pytest.approx([1.0, 1.05])
+    assert rows[1]["us"] == pytest.approx(1260.0)  # the median of its blocks

@@ -297,10 +297,11 @@ def head_to_head(
 
     The two apps share the app CPUs, so whatever slows the machine during
     the burst slows both: their ratio is their cost per request compared,
-    without the drift between bursts that sequential bursts carry (the
-    second persistent app's ratio measured 1.00-1.01 with a spread of 0.4%,
-    against about 5% for sequential bursts). The wrk started first
-    alternates, in case starting first is an advantage.
+    without the drift between bursts that sequential bursts carry. Bursts of
+    one pair agree to about 0.5% (sequential ones differ by 5-10%), but each
+    app carries an offset of its own, up to 3% (its processes' layout): the
+    second persistent app's row shows it. The wrk started first alternates,
+    in case starting first is an advantage.
     """
     order = (other, base) if other_first else (base, other)
     started = [wrk_start(app.url, seconds, clients, cpus) for app in order]
